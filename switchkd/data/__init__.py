@@ -1,0 +1,1 @@
+"""Data: the MiniVL-10 offline suite, the LLaVA JSON loader, tokenizer, prompt format, collate."""

@@ -1,0 +1,1 @@
+"""Models: the VLM adapter (``vlm``) and the teacher/student builders (``build``)."""
