@@ -85,6 +85,8 @@ class TextConfig:
             _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
         _check(self.hidden_size % self.num_heads == 0, f"{key}.hidden_size",
                f"{self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        _check((self.hidden_size // self.num_heads) % 2 == 0, f"{key}.hidden_size",
+               f"head size {self.hidden_size}/{self.num_heads} must be even (rotary embeddings)")
         _check(self.num_heads % self.num_kv_heads == 0, f"{key}.num_heads",
                f"{self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}")
 
@@ -254,6 +256,7 @@ class TeacherTrainConfig:
     batch_size: int = 8
     lr: float = 2e-3
     warmup_steps: int = 10
+    seed: int = 0
 
     def validate(self, key: str) -> None:
         _check(self.max_steps >= 1, f"{key}.max_steps", "must be >= 1")
@@ -279,7 +282,6 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 20
     checkpoint_every: int = 20
-    use_teacher_cache: bool = False
     teacher_activation_checkpointing: bool = False
     teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
 

@@ -30,6 +30,7 @@ def hf_config(cfg: VLMConfig, *, vocab_size: int, image_token_id: int, pad_token
         image_size=cfg.vision.image_size,
         patch_size=cfg.vision.patch_size,
         num_channels=3,
+        vision_use_head=False,  # LLaVA reads hidden states; the pooling head would be dead weight
     )
     text = Qwen2Config(
         vocab_size=vocab_size,

@@ -35,6 +35,21 @@ class VLM(nn.Module):
     def __init__(self, hf: LlavaForConditionalGeneration):
         super().__init__()
         self.hf = hf
+        # Vision layers after the selected one (and SigLIP's post-layernorm/head) never reach
+        # the output; freezing them keeps DDP from waiting for gradients that never come.
+        for param in self._unused_vision_parameters():
+            param.requires_grad_(False)
+
+    def _unused_vision_parameters(self) -> Iterator[nn.Parameter]:
+        tower = self.vision_tower
+        layers = tower.encoder.layers
+        selected = self.hf.config.vision_feature_layer % (len(layers) + 1)  # hidden_states index
+        for layer in layers[selected:]:
+            yield from layer.parameters()
+        for name in ("post_layernorm", "head"):
+            module = getattr(tower, name, None)
+            if module is not None:
+                yield from module.parameters()
 
     # --- facts about the model -------------------------------------------------------------
 

@@ -1,0 +1,441 @@
+"""Training: the teacher's CE stage and the student's SFT / Switch-KD stage.
+
+``train(cfg, report=...)`` is launcher-agnostic: it runs in a plain process, under torchrun or
+inside a Ray Train worker. It never imports Ray; when a ``torch.distributed`` process group
+exists it shards the data by rank and wraps the student in DDP. Progress leaves the loop only
+through the ``report(metrics, checkpoint_dir)`` callback and the files under ``out_dir``.
+
+Everything random in a step (data order, switch rows) is a pure function of
+``(run.seed, step)``, so a resumed run replays the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import subprocess
+import time
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from switchkd.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from switchkd.config import Config, to_flat_dict
+from switchkd.data.collate import Collator
+from switchkd.data.source import DataBundle, load_data
+from switchkd.data.tokenizer import image_token_id, vocabulary_fingerprint
+from switchkd.evaluation.evaluate import evaluate
+from switchkd.losses import ce_loss
+from switchkd.models.build import (build_vlm, check_pair, copy_vision_encoder, freeze, load_vlm)
+from switchkd.models.export import save_hf_folder
+from switchkd.models.vlm import VLM
+from switchkd.step import distill_step
+
+Report = Callable[[dict[str, Any], Optional[str]], None]
+TEACHER_META = "teacher.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the loss part."""
+
+
+# --------------------------------------------------------------------------------------------
+# Setup helpers
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device='cuda' but CUDA is not available")
+    return torch.device(name)
+
+
+def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA by default (``run.precision=auto``), fp32 on CPU unless asked."""
+    use_bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def distributed_info() -> tuple[int, int]:
+    """(rank, world size) of the current process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def batch_indices(num_rows: int, global_batch: int, step: int, seed: int, shard: int,
+                  num_shards: int) -> list[int]:
+    """Row indices of ``shard``'s part of global batch ``step`` in a seeded epoch stream.
+
+    The stream concatenates one seeded permutation per epoch, so batch ``step`` depends only on
+    ``(seed, step)``: resuming replays the same order, and shards never overlap.
+    """
+    start = step * global_batch
+    picked: list[int] = []
+    position = start
+    while len(picked) < global_batch:
+        epoch, offset = divmod(position, num_rows)
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(num_rows, generator=generator)
+        take = min(global_batch - len(picked), num_rows - offset)
+        picked.extend(order[offset:offset + take].tolist())
+        position += take
+    per_shard = global_batch // num_shards
+    return picked[shard * per_shard:(shard + 1) * per_shard]
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, cfg: Config) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on norms, biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.optim.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int,
+                   min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup to the base LR, then cosine decay to ``min_lr_ratio`` of it."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@contextlib.contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    """An inter-process lock, so concurrent trials/ranks build each cache exactly once."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def git_sha() -> str:
+    """The source revision, or "unknown" outside a git checkout (e.g. in a Ray job package)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def build_student(cfg: Config, bundle: DataBundle) -> VLM:
+    tok = bundle.tokenizer
+    return build_vlm(cfg.model.student, vocab_size=len(tok), image_token_id=image_token_id(tok),
+                     pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                     eos_token_id=tok.eos_token_id, seed=cfg.run.seed)
+
+
+def _collator(model: VLM, bundle: DataBundle, cfg: Config) -> Collator:
+    return Collator(bundle.tokenizer, num_image_tokens=model.num_image_tokens,
+                    image_size=model.config.vision_config.image_size,
+                    max_length=cfg.data.max_length)
+
+
+def _rows(dataset, indices: list[int]) -> list[dict]:
+    return [dataset[i] for i in indices]
+
+
+# --------------------------------------------------------------------------------------------
+# Teacher stage (CE only), cached by (teacher config, teacher budget, data fingerprint)
+# --------------------------------------------------------------------------------------------
+
+
+def teacher_key(cfg: Config, data_fingerprint: str) -> str:
+    """The teacher cache key: what determines the trained teacher's weights."""
+    if cfg.model.teacher.path is not None:
+        return _hash({"path": os.path.abspath(cfg.model.teacher.path)})
+    flat = to_flat_dict(cfg)
+    parts = {k: v for k, v in flat.items()
+             if k.startswith(("model.teacher.", "train.teacher.", "data.max_length"))
+             or k in ("optim.weight_decay", "optim.beta1", "optim.beta2", "optim.min_lr_ratio",
+                      "optim.grad_clip", "run.precision")}
+    return _hash({"cfg": parts, "data": data_fingerprint})
+
+
+def teacher_dir(cfg: Config, data_fingerprint: str) -> str:
+    if cfg.model.teacher.path is not None:
+        return cfg.model.teacher.path
+    return os.path.join(os.path.abspath(cfg.run.cache_dir), "teachers",
+                        teacher_key(cfg, data_fingerprint))
+
+
+def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, Any]:
+    """Train the teacher with next-token CE on the train split; save it as an HF folder.
+
+    Returns the teacher's record (also written to ``directory/teacher.json``).
+    """
+    device = resolve_device(cfg.run.device)
+    budget = cfg.train.teacher
+    tok = bundle.tokenizer
+    teacher = build_vlm(cfg.model.teacher, vocab_size=len(tok), image_token_id=image_token_id(tok),
+                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                        eos_token_id=tok.eos_token_id, seed=budget.seed).to(device)
+    collator = _collator(teacher, bundle, cfg)
+    optimizer = make_optimizer(teacher, budget.lr, cfg)
+    scheduler = make_scheduler(optimizer, budget.warmup_steps, budget.max_steps,
+                               cfg.optim.min_lr_ratio)
+    start = time.perf_counter()
+    teacher.train()
+    for step in range(budget.max_steps):
+        rows = _rows(bundle.train, batch_indices(len(bundle.train), budget.batch_size, step,
+                                                 budget.seed, 0, 1))
+        batch = collator.train_batch(rows).to(device)
+        with autocast(cfg, device):
+            logits = teacher(batch.pixel_values, batch.input_ids, batch.attention_mask).logits
+            loss = ce_loss(logits[:, :-1], batch.labels[:, 1:])
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"teacher training: non-finite ce_loss={loss.item()} at "
+                                     f"step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(teacher.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if step % max(1, budget.max_steps // 20) == 0 or step == budget.max_steps - 1:
+            print(f"[teacher] step {step + 1}/{budget.max_steps} ce_loss {loss.item():.4f} "
+                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+    wall = time.perf_counter() - start
+    metrics = evaluate(teacher, tok, bundle.val, device=str(device), split="val")
+    record = {"teacher_fingerprint": os.path.basename(directory), "steps": budget.max_steps,
+              "train_s": wall, "data_fingerprint": bundle.fingerprint,
+              "params": sum(p.numel() for p in teacher.parameters()), **metrics}
+    tmp = f"{directory}.tmp-{os.getpid()}"
+    save_hf_folder(teacher, tok, tmp)
+    with open(os.path.join(tmp, TEACHER_META), "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, directory)
+    print(f"[teacher] saved to {directory} after {wall:.0f}s: "
+          + ", ".join(f"{k}={v:.1f}" for k, v in metrics.items() if k.count("/") == 1
+                      and "_" not in k.split("/")[1]), flush=True)
+    return record
+
+
+def prepare(cfg: Config) -> dict[str, Any]:
+    """Build (or find cached) data and, for ``train.stage=distill``, the trained teacher.
+
+    Idempotent and safe to call from several processes at once (file lock). Sweeps call it
+    once before launching trials so trials never race to build the same cache.
+    """
+    cache_dir = os.path.abspath(cfg.run.cache_dir)
+    with _file_lock(os.path.join(cache_dir, ".prepare.lock")):
+        bundle = load_data(cfg.data, cache_dir)
+        result = {"data_fingerprint": bundle.fingerprint, "teacher_fingerprint": None}
+        if cfg.train.stage == "distill":
+            directory = teacher_dir(cfg, bundle.fingerprint)
+            if not os.path.isdir(directory):
+                train_teacher(cfg, bundle, directory)
+            result["teacher_fingerprint"] = teacher_key(cfg, bundle.fingerprint)
+    return result
+
+
+def load_teacher(cfg: Config, bundle: DataBundle) -> VLM:
+    directory = teacher_dir(cfg, bundle.fingerprint)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no trained teacher at {directory}; run "
+                                f"`switchkd teacher --preset {cfg.preset}` or call prepare(cfg)")
+    return freeze(load_vlm(directory))
+
+
+# --------------------------------------------------------------------------------------------
+# Student stage
+# --------------------------------------------------------------------------------------------
+
+
+def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report] = None,
+          resume_from: Optional[str] = None) -> dict[str, Any]:
+    """Train the student (``train.stage``: ``sft`` = CE only, ``distill`` = Switch-KD).
+
+    Args:
+        cfg: the resolved config.
+        out_dir: where rank 0 writes ``metrics.jsonl``, ``checkpoint/``, ``student/`` (HF
+            folder) and ``result.json``; ``None`` writes nothing but checkpoints for ``report``
+            (into a temporary folder).
+        report: called on every rank after each evaluation and at the end with
+            ``(metrics, checkpoint_dir)``; ``checkpoint_dir`` is set on rank 0 only and is
+            valid until ``report`` returns.
+        resume_from: a checkpoint folder to continue from.
+
+    Returns:
+        The final result: ``cfg.*`` keys, fingerprints, final ``train/*`` and ``val/*``
+        metrics and cost counters.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf (names the step and the part).
+    """
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.run.seed)
+    rank, world = distributed_info()
+    device = resolve_device(cfg.run.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if cfg.train.batch_size % (world * cfg.train.grad_accum_steps):
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by "
+                         f"{world} workers x train.grad_accum_steps={cfg.train.grad_accum_steps}")
+    provenance = prepare(cfg)
+    bundle = load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
+    student = build_student(cfg, bundle).to(device)
+    teacher = None
+    if cfg.train.stage == "distill":
+        teacher = load_teacher(cfg, bundle).to(device)
+        check_pair(teacher, student)
+        if cfg.model.student_vision_init == "teacher":
+            copy_vision_encoder(teacher, student)
+    model = DistributedDataParallel(student) if world > 1 else student
+    collator = _collator(student, bundle, cfg)
+    optimizer = make_optimizer(student, cfg.optim.lr, cfg)
+    scheduler = make_scheduler(optimizer, cfg.optim.warmup_steps, cfg.train.max_steps,
+                               cfg.optim.min_lr_ratio)
+    state = TrainState(step=0, samples=0, counters={"teacher_forward_passes": 0,
+                                                    "teacher_backward_passes": 0, "train_s": 0.0})
+    if resume_from is not None:
+        state, _ = load_checkpoint(resume_from, student, optimizer, scheduler)
+    writer = _RunWriter(out_dir if rank == 0 else None)
+    accum = cfg.train.grad_accum_steps
+    sums: dict[str, torch.Tensor] = {}
+    sum_count = 0
+    last_train: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+
+    # --- loop: one optimizer step per iteration ---
+    while state.step < cfg.train.max_steps:
+        step_start = time.perf_counter()
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        for micro in range(accum):
+            shard = rank * accum + micro
+            rows = _rows(bundle.train, batch_indices(len(bundle.train), cfg.train.batch_size,
+                                                     state.step, cfg.run.seed, shard, world * accum))
+            batch = collator.train_batch(rows).to(device)
+            generator = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + state.step * 97 + shard)
+            sync = contextlib.nullcontext() if micro == accum - 1 or world == 1 else model.no_sync()
+            with sync:
+                with autocast(cfg, device):
+                    try:
+                        out = distill_step(model, teacher, batch, cfg.loss, generator=generator,
+                                           teacher_checkpointing=cfg.train.teacher_activation_checkpointing,
+                                           diagnostics=(state.step + 1) % cfg.train.log_every == 0)
+                    except ValueError as err:
+                        if "non-finite" in str(err):
+                            raise NonFiniteLossError(f"step {state.step}: {err}") from err
+                        raise
+                # A NaN must stop the run at the step it appears, so this syncs every step.
+                if not torch.isfinite(out.loss):
+                    bad = [k for k, v in out.parts.items() if not torch.isfinite(v)]
+                    raise NonFiniteLossError(f"non-finite loss at step {state.step}: "
+                                             + ", ".join(f"{k}={out.parts[k].item()}" for k in bad))
+                (out.loss / accum).backward()
+            for name, value in out.parts.items():
+                sums[name] = sums.get(name, 0) + value.float()
+            sum_count += 1
+            state.counters["teacher_forward_passes"] += out.teacher_forward_passes
+            state.counters["teacher_backward_passes"] += out.teacher_backward_passes
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        state.step += 1
+        state.samples += cfg.train.batch_size
+        state.counters["train_s"] += time.perf_counter() - step_start
+
+        # --- logging (the only .item() calls) ---
+        if state.step % cfg.train.log_every == 0 or state.step == cfg.train.max_steps:
+            last_train = {f"train/{k}": (v / sum_count).item() for k, v in sums.items()}
+            last_train["train/lr"] = scheduler.get_last_lr()[0]
+            sums, sum_count = {}, 0
+            writer.log({"step": state.step, **last_train, **_cost(state)})
+
+        # --- evaluation, checkpoint, report ---
+        last = state.step == cfg.train.max_steps
+        if state.step % cfg.train.eval_every == 0 or last:
+            val = _evaluate_on_rank0(student, bundle, device, rank, world)
+            metrics = {"step": state.step, **last_train, **val, **_cost(state)}
+            writer.log(metrics)
+            ckpt = None
+            if rank == 0 and (state.step % cfg.train.checkpoint_every == 0 or last):
+                ckpt = save_checkpoint(writer.checkpoint_dir(), student, optimizer, scheduler,
+                                       state, cfg)
+            if report is not None:
+                report(metrics, ckpt)
+
+    # --- final artefacts ---
+    result = {
+        "study": "single", "trial_id": cfg.run.name, "status": "completed", "error": None,
+        "seed": cfg.run.seed, "git_sha": git_sha(), **provenance,
+        **{f"cfg.{k}": v for k, v in to_flat_dict(cfg).items()},
+        **metrics, "wall_s": time.perf_counter() - t0,
+    }
+    if rank == 0 and out_dir is not None:
+        save_hf_folder(student, bundle.tokenizer, os.path.join(out_dir, "student"))
+        writer.write_result(result)
+    return result
+
+
+def _cost(state: TrainState) -> dict[str, float]:
+    train_s = state.counters["train_s"]
+    return {"steps": state.step, "samples": state.samples, "train_s": train_s,
+            "samples_per_s": state.samples / train_s if train_s > 0 else 0.0,
+            "teacher_forward_passes": state.counters["teacher_forward_passes"],
+            "teacher_backward_passes": state.counters["teacher_backward_passes"]}
+
+
+def _evaluate_on_rank0(student: VLM, bundle: DataBundle, device: torch.device, rank: int,
+                       world: int) -> dict[str, float]:
+    """Validation on rank 0, broadcast to the other ranks (they must report the same keys)."""
+    metrics = [evaluate(student, bundle.tokenizer, bundle.val, device=str(device), split="val")
+               if rank == 0 else None]
+    if world > 1:
+        dist.broadcast_object_list(metrics, src=0)
+    return metrics[0]
+
+
+class _RunWriter:
+    """Rank 0's files under ``out_dir``: metrics.jsonl (appended), checkpoint/, result.json."""
+
+    def __init__(self, out_dir: Optional[str]):
+        self.out_dir = out_dir
+        if out_dir is None:
+            import tempfile
+            self._scratch = tempfile.mkdtemp(prefix="switchkd-ckpt-")
+        else:
+            os.makedirs(out_dir, exist_ok=True)
+
+    def checkpoint_dir(self) -> str:
+        root = self.out_dir if self.out_dir is not None else self._scratch
+        return os.path.join(root, "checkpoint")
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.out_dir is None:
+            return
+        with open(os.path.join(self.out_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        path = os.path.join(self.out_dir, "result.json")
+        with open(f"{path}.tmp", "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(f"{path}.tmp", path)

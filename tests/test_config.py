@@ -1,0 +1,83 @@
+"""The config tree: round trips, dotted overrides, and errors that name the key."""
+
+import dataclasses
+
+import pytest
+
+from switchkd.config import (Config, ConfigError, from_flat_dict, from_yaml, parse_override,
+                             to_flat_dict, to_yaml, valid_keys, with_overrides)
+from switchkd.presets import PRESETS, get_preset
+
+
+def test_flat_dict_round_trip():
+    cfg = with_overrides(get_preset("tiny"), {"loss.temperature": 2.5, "loss.fixed_k": 4})
+    assert from_flat_dict(to_flat_dict(cfg)) == cfg
+
+
+def test_yaml_round_trip():
+    cfg = with_overrides(get_preset("default"), {"data.tasks": ["mme", "pope"], "run.seed": 3})
+    assert from_yaml(to_yaml(cfg)) == cfg
+
+
+def test_nested_yaml_sections_are_accepted():
+    cfg = from_yaml("loss:\n  temperature: 2.0\ntrain:\n  teacher:\n    max_steps: 5\n")
+    assert cfg.loss.temperature == 2.0 and cfg.train.teacher.max_steps == 5
+
+
+def test_override_applies_and_coerces():
+    cfg = with_overrides(Config(), dict([parse_override("loss.temperature=2"),
+                                         parse_override("loss.fixed_k=null"),
+                                         parse_override("data.tasks=mme,pope")]))
+    assert cfg.loss.temperature == 2.0 and isinstance(cfg.loss.temperature, float)
+    assert cfg.loss.fixed_k is None
+    assert cfg.data.tasks == ("mme", "pope")
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'loss.temprature'.*'loss.temperature'"):
+        with_overrides(Config(), {"loss.temprature": 2.0})
+
+
+def test_section_key_is_rejected():
+    with pytest.raises(ConfigError, match="names a section"):
+        with_overrides(Config(), {"loss": 1})
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("loss.k_min", 1, "loss.k_min"),
+    ("loss.k_max", 128, "loss.k_max"),
+    ("loss.switch_ratio", 1.5, "loss.switch_ratio"),
+    ("loss.kind", "mse", "loss.kind"),
+    ("optim.lr", -1.0, "optim.lr"),
+    ("train.stage", "teacher", "train.stage"),
+    ("data.tasks", ["mme", "imagenet"], "data.tasks"),
+    ("model.student.text.hidden_size", 30, "model.student.text.hidden_size"),
+    ("train.max_steps", 2.5, "train.max_steps"),
+    ("train.max_steps", True, "train.max_steps"),
+])
+def test_invalid_values_name_the_key(key, value, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        with_overrides(Config(), {key: value})
+
+
+def test_mismatched_visual_token_counts_rejected():
+    with pytest.raises(ConfigError, match="visual tokens"):
+        with_overrides(Config(), {"model.student.vision.patch_size": 4})
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().loss.temperature = 1.0  # type: ignore[misc]
+
+
+def test_valid_keys_are_the_flat_keys():
+    keys = valid_keys()
+    assert "loss.temperature" in keys and "model.teacher.text.num_layers" in keys
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_validates(name):
+    cfg = get_preset(name)
+    assert cfg.preset == name
+    assert with_overrides(cfg, {}) == cfg
