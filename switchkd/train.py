@@ -341,13 +341,17 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
                                            diagnostics=(state.step + 1) % cfg.train.log_every == 0)
                     except ValueError as err:
                         if "non-finite" in str(err):
-                            raise NonFiniteLossError(f"step {state.step}: {err}") from err
+                            raise writer.failed(NonFiniteLossError(f"step {state.step}: {err}"),
+                                                _result(cfg, provenance, metrics,
+                                                        time.perf_counter() - t0)) from err
                         raise
                 # A NaN must stop the run at the step it appears, so this syncs every step.
                 if not torch.isfinite(out.loss):
                     bad = [k for k, v in out.parts.items() if not torch.isfinite(v)]
-                    raise NonFiniteLossError(f"non-finite loss at step {state.step}: "
-                                             + ", ".join(f"{k}={out.parts[k].item()}" for k in bad))
+                    raise writer.failed(
+                        NonFiniteLossError(f"non-finite loss at step {state.step}: " + ", ".join(
+                            f"{k}={out.parts[k].item()}" for k in bad)),
+                        _result(cfg, provenance, metrics, time.perf_counter() - t0))
                 (out.loss / accum).backward()
             for name, value in out.parts.items():
                 sums[name] = sums.get(name, 0) + value.float()
@@ -383,16 +387,23 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
                 report(metrics, ckpt)
 
     # --- final artefacts ---
-    result = {
-        "study": "single", "trial_id": cfg.run.name, "status": "completed", "error": None,
-        "seed": cfg.run.seed, "git_sha": git_sha(), **provenance,
-        **{f"cfg.{k}": v for k, v in to_flat_dict(cfg).items()},
-        **metrics, "wall_s": time.perf_counter() - t0,
-    }
+    result = _result(cfg, provenance, metrics, time.perf_counter() - t0)
     if rank == 0 and out_dir is not None:
         save_hf_folder(student, bundle.tokenizer, os.path.join(out_dir, "student"))
         writer.write_result(result)
     return result
+
+
+def _result(cfg: Config, provenance: dict[str, Any], metrics: dict[str, Any], wall_s: float,
+            error: Optional[str] = None) -> dict[str, Any]:
+    """The flat result record (``result.json``; the same columns as a sweep's Parquet row)."""
+    return {
+        "study": "single", "trial_id": cfg.run.name,
+        "status": "errored" if error else "completed", "error": error,
+        "seed": cfg.run.seed, "git_sha": git_sha(), **provenance,
+        **{f"cfg.{k}": v for k, v in to_flat_dict(cfg).items()},
+        **metrics, "wall_s": wall_s,
+    }
 
 
 def _cost(state: TrainState) -> dict[str, float]:
@@ -433,6 +444,13 @@ class _RunWriter:
             return
         with open(os.path.join(self.out_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def failed(self, error: Exception, result: dict[str, Any]) -> Exception:
+        """Record a failed run (metrics.jsonl line + result.json with status errored)."""
+        self.log({"error": str(error)})
+        if self.out_dir is not None:
+            self.write_result({**result, "status": "errored", "error": str(error)})
+        return error
 
     def write_result(self, result: dict[str, Any]) -> None:
         path = os.path.join(self.out_dir, "result.json")

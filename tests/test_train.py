@@ -1,0 +1,113 @@
+"""End-to-end training on the tiny preset (in-process CLI, real data, real HF models)."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from switchkd.cli import main as cli_main
+from switchkd.config import with_overrides
+from switchkd.presets import tiny
+from switchkd.train import NonFiniteLossError, prepare, teacher_dir, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One data suite and one teacher for the whole module."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def _cfg(cache_dir, **overrides):
+    return with_overrides(tiny(), {"run.cache_dir": cache_dir, **overrides})
+
+
+def _log(out_dir):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_cli_train_end_to_end(cache_dir, tmp_path):
+    out = str(tmp_path / "run")
+    code = cli_main(["train", "--preset", "tiny", "--out", out, f"run.cache_dir={cache_dir}",
+                     "train.max_steps=30", "train.log_every=5", "train.eval_every=30"])
+    assert code == 0
+    losses = [r["train/loss"] for r in _log(out) if "train/loss" in r and "val/avg10" not in r]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0], losses
+    with open(os.path.join(out, "result.json")) as f:
+        result = json.load(f)
+    assert result["status"] == "completed" and result["steps"] == 30
+    assert result["cfg.train.stage"] == "distill" and result["teacher_forward_passes"] == 60
+    assert 0.0 <= result["val/avg10"] <= 100.0
+    for name in ("config.yaml", "checkpoint/model.safetensors", "checkpoint/state.json",
+                 "student/config.json", "student/model.safetensors"):
+        assert os.path.isfile(os.path.join(out, name)), name
+
+
+def test_exported_student_loads_in_transformers_and_generates(cache_dir, tmp_path):
+    out = str(tmp_path / "run")
+    train(_cfg(cache_dir, **{"train.max_steps": 2, "train.eval_every": 2}), out_dir=out)
+    folder = os.path.join(out, "student")
+    model = LlavaForConditionalGeneration.from_pretrained(folder, local_files_only=True)
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    from PIL import Image
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color?"}]}],
+        add_generation_prompt=True)
+    inputs = processor(images=Image.new("RGB", (32, 32), "red"), text=prompt, return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_teacher_is_trained_once_and_cached(cache_dir):
+    cfg = _cfg(cache_dir)
+    first = prepare(cfg)
+    directory = teacher_dir(cfg, first["data_fingerprint"])
+    stamp = os.path.getmtime(os.path.join(directory, "model.safetensors"))
+    assert prepare(cfg) == first
+    assert os.path.getmtime(os.path.join(directory, "model.safetensors")) == stamp
+
+
+def test_resume_reproduces_the_uninterrupted_run(cache_dir, tmp_path):
+    """A run resumed from its step-4 checkpoint replays steps 5-8 with identical losses."""
+    cfg = _cfg(cache_dir, **{"train.max_steps": 8, "train.log_every": 1, "train.eval_every": 4,
+                             "train.checkpoint_every": 4, "data.val_items_per_task": 1})
+    saved = str(tmp_path / "step4")
+
+    def keep_step4(metrics, checkpoint_dir):
+        if metrics["step"] == 4:
+            shutil.copytree(checkpoint_dir, saved)
+
+    full = str(tmp_path / "full")
+    train(cfg, out_dir=full, report=keep_step4)
+    resumed = str(tmp_path / "resumed")
+    train(cfg, out_dir=resumed, resume_from=saved)
+
+    def per_step(out):
+        return {r["step"]: r["train/loss"] for r in _log(out) if "val/avg10" not in r}
+
+    expected, got = per_step(full), per_step(resumed)
+    assert sorted(got) == [5, 6, 7, 8]
+    for step in got:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+def test_sft_stage_uses_no_teacher(cache_dir, tmp_path):
+    result = train(_cfg(cache_dir, **{"train.stage": "sft", "train.max_steps": 3,
+                                      "train.eval_every": 3, "data.val_items_per_task": 1}))
+    assert result["teacher_forward_passes"] == 0 and result["teacher_fingerprint"] is None
+    assert "train/align_loss" not in result and "train/ce_loss" in result
+
+
+def test_non_finite_loss_stops_with_a_clear_error(cache_dir, tmp_path):
+    cfg = _cfg(cache_dir, **{"optim.lr": 1e30, "optim.grad_clip": 0.0, "optim.warmup_steps": 0,
+                             "train.max_steps": 5, "train.log_every": 1})
+    out = str(tmp_path / "nan")
+    with pytest.raises(NonFiniteLossError, match=r"step \d"):
+        train(cfg, out_dir=out)
+    assert os.path.isfile(os.path.join(out, "metrics.jsonl"))
