@@ -21,6 +21,7 @@ import sys
 from typing import Optional, Sequence
 
 import torch
+from transformers.utils import logging as transformers_logging
 
 from switchkd.config import Config, ConfigError, from_yaml, parse_override, to_yaml, with_overrides
 from switchkd.presets import PRESETS, get_preset
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    transformers_logging.disable_progress_bar()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     if argv and argv[0] in EXTERNAL_COMMANDS:
         import importlib

@@ -151,7 +151,7 @@ def build_student(cfg: Config, bundle: DataBundle) -> VLM:
 
 def _collator(model: VLM, bundle: DataBundle, cfg: Config) -> Collator:
     return Collator(bundle.tokenizer, num_image_tokens=model.num_image_tokens,
-                    image_size=model.config.vision_config.image_size,
+                    image_size=model.image_size,
                     max_length=cfg.data.max_length)
 
 

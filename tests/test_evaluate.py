@@ -102,6 +102,7 @@ class OracleVLM(torch.nn.Module):
         self.marker = tokenizer(" ASSISTANT:", add_special_tokens=False)["input_ids"]
 
     num_image_tokens = property(lambda self: self.vlm.num_image_tokens)
+    image_size = property(lambda self: self.vlm.image_size)
     config = property(lambda self: self.vlm.config)
 
     def encode_image(self, pixel_values):
@@ -110,7 +111,12 @@ class OracleVLM(torch.nn.Module):
     def project(self, features):
         return self.vlm.project(features)
 
-    def lm_logits(self, input_ids, image_embeds, attention_mask=None):
+    def lm_logits(self, input_ids, image_embeds, attention_mask=None, *,
+                  last_position_only=False):
+        logits = self._all_logits(input_ids)
+        return logits[:, -1:] if last_position_only else logits
+
+    def _all_logits(self, input_ids):
         batch, width = input_ids.shape
         logits = torch.zeros(batch, width, len(self.tokenizer))  # (B, T, V)
         for b, ids in enumerate(input_ids.tolist()):

@@ -220,8 +220,8 @@ class _Runner:
         done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)  # (B,)
         steps = []
         for _ in range(max_new_tokens):
-            logits = self.model.lm_logits(input_ids, embeds, attention_mask)  # (B, T, V)
-            logits = logits[:, -1].float()  # (B, V)
+            logits = self.model.lm_logits(input_ids, embeds, attention_mask,
+                                          last_position_only=True)[:, -1].float()  # (B, V)
             logits[:, self.banned] = float("-inf")
             next_ids = logits.argmax(-1).masked_fill(done, self.eos_id)  # (B,)
             steps.append(next_ids)
@@ -246,7 +246,8 @@ class _Runner:
             shared = torch.tensor(prefix, device=input_ids.device).expand(input_ids.shape[0], -1)
             input_ids = torch.cat([input_ids, shared], dim=1)  # (B, P + len(prefix))
             mask = torch.cat([mask, torch.ones_like(shared)], dim=1)
-        logits = self.model.lm_logits(input_ids, embeds, mask)[:, -1].float()  # (B, V)
+        logits = self.model.lm_logits(input_ids, embeds, mask,
+                                      last_position_only=True)[:, -1].float()  # (B, V)
         return logits.log_softmax(-1)[:, branch_ids]  # (B, K)
 
     def _sequence_log_likelihood(self, prompt, embeds: torch.Tensor,
@@ -291,10 +292,9 @@ def _branch_point(candidate_ids: list[list[int]]) -> tuple[list[int], list[int] 
 
 def _collator_for(model, tokenizer, *, max_new_tokens: int) -> Collator:
     """A collator matching the model's image geometry; prompts leave room for the answer."""
-    config = model.config  # the HF LlavaConfig the VLM adapter exposes
     return Collator(tokenizer, num_image_tokens=model.num_image_tokens,
-                    image_size=config.vision_config.image_size,
-                    max_length=config.text_config.max_position_embeddings - max_new_tokens)
+                    image_size=model.image_size,
+                    max_length=model.config.text_config.max_position_embeddings - max_new_tokens)
 
 
 def _gold_option(task: str, index: int, answer: str, num_options: int) -> int:

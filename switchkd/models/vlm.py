@@ -76,6 +76,10 @@ class VLM(nn.Module):
         return self.hf.model.multi_modal_projector.linear_1.in_features
 
     @property
+    def image_size(self) -> int:
+        return self.hf.config.vision_config.image_size
+
+    @property
     def num_image_tokens(self) -> int:
         vision = self.hf.config.vision_config
         return (vision.image_size // vision.patch_size) ** 2
@@ -123,11 +127,13 @@ class VLM(nn.Module):
         return self.projector(vision_features)
 
     def lm_logits(self, input_ids: torch.Tensor, image_embeds: torch.Tensor,
-                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                  attention_mask: torch.Tensor | None = None, *,
+                  last_position_only: bool = False) -> torch.Tensor:
         """L(P(v), x_txt): splice ``image_embeds`` at the ``<image>`` positions, run LM + head.
 
         Shapes: input_ids (B, T) with exactly N image-token positions per row,
-        image_embeds (B, N, D), attention_mask (B, T) -> logits (B, T, V).
+        image_embeds (B, N, D), attention_mask (B, T) -> logits (B, T, V), or (B, 1, V) with
+        ``last_position_only`` (decoding: the head is most of the cost at small widths).
 
         Raises:
             ValueError: the number of ``<image>`` positions differs from the number of features.
@@ -150,6 +156,8 @@ class VLM(nn.Module):
         hidden = self.language_model(inputs_embeds=spliced, attention_mask=attention_mask,
                                      position_ids=position_ids,
                                      use_cache=False).last_hidden_state  # (B, T, D)
+        if last_position_only:
+            hidden = hidden[:, -1:]  # (B, 1, D)
         return self.hf.get_output_embeddings()(hidden)  # (B, T, V)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
