@@ -70,7 +70,9 @@ def default() -> Config:
                           checkpoint_every=250,
                           teacher=TeacherTrainConfig(max_steps=3000, batch_size=32, lr=1e-3,
                                                      warmup_steps=200)),
-        run=RunConfig(),
+        # bf16 autocast: 1.7x faster steps on this project's CPUs (avx512_bf16), measured on
+        # the default teacher at batch 32; weights and the optimizer stay fp32.
+        run=RunConfig(precision="bf16"),
     )
 
 

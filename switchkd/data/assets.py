@@ -287,3 +287,13 @@ def load_assets() -> Assets:
     except (OSError, ValueError):
         fashion = None
     return Assets(photos=photos, fonts=fonts, digits=digits, icons=icons, fashion=fashion)
+
+
+def availability_tag() -> str:
+    """Which asset sources this machine has, e.g. ``"11100"``: photos (train and held-out),
+    fonts, digits, emoji, Fashion-MNIST. The generated images depend on it, so it is part of
+    the suite's cache key: installing the emoji font must never reuse a shapes-only cache."""
+    photos = find_photo_paths()
+    found = (photos["train"] and photos["heldout"], find_font_dir(), find_digits_file(),
+             find_emoji_font(), find_fashion_mnist())
+    return "".join("1" if item else "0" for item in found)

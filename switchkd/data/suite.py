@@ -32,7 +32,7 @@ import numpy as np
 from datasets import Features, Image, List, Value
 
 from switchkd.config import MINIVL_TASKS
-from switchkd.data.assets import Assets, load_assets
+from switchkd.data.assets import Assets, availability_tag, load_assets
 from switchkd.data.format import answer_text, strip_image_placeholder, user_text
 from switchkd.data.tasks import (ANSWER_VOCAB, PAIRED, Unit, check_balance, encode_rows,
                                  generate_block, init_worker, run_unit)
@@ -82,7 +82,8 @@ class Suite:
 
 
 def suite_root(profile: str, seed: int, cache_dir: str) -> str:
-    return os.path.join(cache_dir, "minivl", f"{profile}-s{seed}-v{GENERATOR_VERSION}")
+    name = f"{profile}-s{seed}-v{GENERATOR_VERSION}-a{availability_tag()}"
+    return os.path.join(cache_dir, "minivl", name)
 
 
 def _load(root: str) -> Suite:
