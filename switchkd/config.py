@@ -273,6 +273,9 @@ class TrainConfig:
     teacher is built); ``"distill"`` trains it with CE + Align + VSD. ``batch_size`` is the
     effective (global) batch: under data parallelism each of W workers takes
     ``batch_size / W`` samples per micro-step, and ``grad_accum_steps`` splits it further.
+    ``use_teacher_cache`` reads the teacher reference logits from a memory-mapped cache built
+    once per (teacher, train split, ``data.max_length``) instead of running the teacher on
+    every batch (``switchkd.teacher_cache``; needs ``loss.kd_positions="answer"``).
     """
 
     stage: Literal["sft", "distill"] = "distill"
@@ -283,6 +286,7 @@ class TrainConfig:
     eval_every: int = 20
     checkpoint_every: int = 20
     teacher_activation_checkpointing: bool = False
+    use_teacher_cache: bool = False
     teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
 
     def validate(self, key: str) -> None:
@@ -330,6 +334,9 @@ class Config:
         self.optim.validate("optim")
         self.train.validate("train")
         self.run.validate("run")
+        _check(not self.train.use_teacher_cache or self.loss.kd_positions == "answer",
+               "train.use_teacher_cache", "the cache holds answer positions only; it needs "
+               f"loss.kd_positions='answer', got {self.loss.kd_positions!r}")
         _check(self.model.teacher.vision.num_image_tokens == self.model.student.vision.num_image_tokens
                or self.model.teacher.path is not None or self.model.student.path is not None,
                "model.student.vision",

@@ -8,6 +8,9 @@
     z_S      = L_S(P_S(V_S(x)))   student pass
     z_Switch = L_T(P_T(V_S(x)))   visual-switch pass: frozen teacher, autograd ON, so the
                                   gradient reaches V_S (and only V_S) through P_T and L_T
+
+``z_T`` does not depend on the student, so it may instead come from ``switchkd.teacher_cache``
+(``teacher_answer_logits``); the switch pass always runs live.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def kd_positions(batch: Batch, cfg: LossConfig) -> torch.Tensor:
 def distill_step(student: torch.nn.Module, teacher: VLM | None, batch: Batch, cfg: LossConfig,
                  *, generator: torch.Generator | None = None,
                  teacher_checkpointing: bool = False,
-                 diagnostics: bool = False) -> StepOutput:
+                 diagnostics: bool = False,
+                 teacher_answer_logits: torch.Tensor | None = None) -> StepOutput:
     """Compute the Switch-KD objective for one batch (METHOD.md sections 2-3).
 
     Args:
@@ -96,6 +100,14 @@ def distill_step(student: torch.nn.Module, teacher: VLM | None, batch: Batch, cf
         teacher_checkpointing: recompute the teacher LM during backward instead of storing
             its activations in the switch pass (memory for compute).
         diagnostics: also return Kneedle-k statistics and teacher-student top-1 agreement.
+        teacher_answer_logits: cached teacher logits at this batch's answer positions
+            (``switchkd.teacher_cache``), shape (n, V), in the row-major order of
+            ``batch.labels[:, 1:] != -100``. When given, the teacher reference pass is skipped
+            and only the switch pass runs the teacher. Needs ``kd_positions="answer"``.
+
+    Raises:
+        ValueError: ``teacher_answer_logits`` with ``kd_positions="all"``, or with a row count
+            other than the batch's answer positions.
     """
     out = student(batch.pixel_values, batch.input_ids, batch.attention_mask)
     s_logits = out.logits[:, :-1]  # (B, T-1, V): position t predicts token t+1
@@ -108,28 +120,61 @@ def distill_step(student: torch.nn.Module, teacher: VLM | None, batch: Batch, cf
     forwards = backwards = 0
     if use_align or use_vsd:
         mask = kd_positions(batch, cfg)  # (B, T-1)
-        with torch.no_grad():
-            t_logits = teacher(batch.pixel_values, batch.input_ids,
-                               batch.attention_mask).logits[:, :-1]  # (B, T-1, V)
-        forwards += 1
+        cached = teacher_answer_logits is not None
+        if cached:
+            # The reference pass was run once, offline: its logits at the masked positions.
+            t_answer = _checked_cache_rows(teacher_answer_logits, mask, cfg)  # (n, V)
+        else:
+            with torch.no_grad():
+                t_logits = teacher(batch.pixel_values, batch.input_ids,
+                                   batch.attention_mask).logits[:, :-1]  # (B, T-1, V)
+            forwards += 1
         if use_align:
-            align = distillation_loss(s_logits, t_logits, mask, cfg)
+            if cached:  # the same positions, pre-selected: the losses average over rows alike
+                align = distillation_loss(s_logits[mask], t_answer, None, cfg)
+            else:
+                align = distillation_loss(s_logits, t_logits, mask, cfg)
             parts["align_loss"] = align.detach()
             loss = loss + cfg.align_weight * align
         if use_vsd:
             rows = switch_rows(len(batch), cfg.switch_ratio, generator).to(s_logits.device)
             sw_logits = _switch_logits(teacher, out.vision_features[rows], batch.input_ids[rows],
                                        batch.attention_mask[rows], teacher_checkpointing)
-            vsd = distillation_loss(sw_logits[:, :-1], t_logits[rows], mask[rows], cfg)
+            if cached:  # rows are sorted, so the kept positions stay in row-major order
+                of_switch_row = torch.isin(mask.nonzero()[:, 0], rows)  # (n,)
+                vsd = distillation_loss(sw_logits[:, :-1][mask[rows]], t_answer[of_switch_row],
+                                        None, cfg)
+            else:
+                vsd = distillation_loss(sw_logits[:, :-1], t_logits[rows], mask[rows], cfg)
             parts["vsd_loss"] = vsd.detach()
             loss = loss + cfg.vsd_weight * vsd
             forwards += 1
             backwards += 1
         if diagnostics:
-            parts.update(_diagnostics(s_logits.detach(), t_logits, targets != -100, cfg))
+            if cached:
+                parts.update(_diagnostics(s_logits.detach()[mask], t_answer,
+                                          mask.new_ones(len(t_answer)), cfg))
+            else:
+                parts.update(_diagnostics(s_logits.detach(), t_logits, targets != -100, cfg))
     parts["loss"] = loss.detach()
     return StepOutput(loss=loss, parts=parts, teacher_forward_passes=forwards,
                       teacher_backward_passes=backwards)
+
+
+def _checked_cache_rows(teacher_answer_logits: torch.Tensor, mask: torch.Tensor,
+                        cfg: LossConfig) -> torch.Tensor:
+    """Cached teacher rows, checked against the batch's KD mask.
+
+    Shapes: teacher_answer_logits (n, V), mask (B, T-1) with n True entries -> (n, V).
+    """
+    if cfg.kd_positions != "answer":
+        raise ValueError("teacher_answer_logits holds answer positions only; it needs "
+                         f"loss.kd_positions='answer', got {cfg.kd_positions!r}")
+    n = int(mask.sum())
+    if teacher_answer_logits.dim() != 2 or teacher_answer_logits.shape[0] != n:
+        raise ValueError(f"teacher_answer_logits has shape {tuple(teacher_answer_logits.shape)}"
+                         f" but the batch has {n} answer positions; expected ({n}, V)")
+    return teacher_answer_logits
 
 
 def _switch_logits(teacher: VLM, student_vision: torch.Tensor, input_ids: torch.Tensor,

@@ -36,6 +36,7 @@ from switchkd.models.build import (build_vlm, check_pair, copy_vision_encoder, f
 from switchkd.models.export import save_hf_folder
 from switchkd.models.vlm import VLM
 from switchkd.step import distill_step
+from switchkd.teacher_cache import build_teacher_cache, open_teacher_cache
 
 Report = Callable[[dict[str, Any], Optional[str]], None]
 TEACHER_META = "teacher.json"
@@ -183,6 +184,28 @@ def teacher_dir(cfg: Config, data_fingerprint: str) -> str:
                         teacher_key(cfg, data_fingerprint))
 
 
+def teacher_cache_dir(cfg: Config, bundle: DataBundle) -> str:
+    """Where the teacher-logit cache of (teacher, train split, ``data.max_length``) lives.
+
+    The split fingerprint adds ``data.tasks`` to the suite fingerprint: the cache is indexed
+    by train row, and the rows depend on which tasks are kept.
+    """
+    split = _hash({"data": bundle.fingerprint, "tasks": list(bundle.tasks)})
+    return os.path.join(os.path.abspath(cfg.run.cache_dir), "teacher_logits",
+                        f"{teacher_key(cfg, bundle.fingerprint)}-{split}-L{cfg.data.max_length}")
+
+
+def _build_teacher_cache(cfg: Config, bundle: DataBundle) -> None:
+    device = resolve_device(cfg.run.device)
+    teacher = load_teacher(cfg, bundle).to(device)
+    cache = build_teacher_cache(teacher, bundle, _collator(teacher, bundle, cfg),
+                                teacher_cache_dir(cfg, bundle),
+                                teacher_key=teacher_key(cfg, bundle.fingerprint), device=device)
+    print(f"[teacher cache] {cache.meta['num_positions']} answer positions x "
+          f"{cache.vocab_size} vocab ({cache.meta['bytes'] / 2**20:.1f} MiB) in "
+          f"{cache.meta['build_s']:.1f}s: {cache.directory}", flush=True)
+
+
 def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, Any]:
     """Train the teacher with next-token CE on the train split; save it as an HF folder.
 
@@ -249,6 +272,8 @@ def prepare(cfg: Config) -> dict[str, Any]:
             directory = teacher_dir(cfg, bundle.fingerprint)
             if not os.path.isdir(directory):
                 train_teacher(cfg, bundle, directory)
+            if cfg.train.use_teacher_cache and not os.path.isdir(teacher_cache_dir(cfg, bundle)):
+                _build_teacher_cache(cfg, bundle)
             result["teacher_fingerprint"] = teacher_key(cfg, bundle.fingerprint)
     return result
 
@@ -299,10 +324,13 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
     provenance = prepare(cfg)
     bundle = load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
     student = build_student(cfg, bundle).to(device)
-    teacher = None
+    teacher = cache = None
     if cfg.train.stage == "distill":
         teacher = load_teacher(cfg, bundle).to(device)
         check_pair(teacher, student)
+        if cfg.train.use_teacher_cache:
+            cache = open_teacher_cache(teacher_cache_dir(cfg, bundle))
+            cache.check_matches(num_rows=len(bundle.train), vocab_size=teacher.vocab_size)
         if cfg.model.student_vision_init == "teacher":
             copy_vision_encoder(teacher, student)
     model = DistributedDataParallel(student) if world > 1 else student
@@ -328,9 +356,11 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
         optimizer.zero_grad(set_to_none=True)
         for micro in range(accum):
             shard = rank * accum + micro
-            rows = _rows(bundle.train, batch_indices(len(bundle.train), cfg.train.batch_size,
-                                                     state.step, cfg.run.seed, shard, world * accum))
+            indices = batch_indices(len(bundle.train), cfg.train.batch_size, state.step,
+                                    cfg.run.seed, shard, world * accum)
+            rows = _rows(bundle.train, indices)
             batch = collator.train_batch(rows).to(device)
+            cached = None if cache is None else cache.logits_for(indices).to(device)  # (n, V)
             generator = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + state.step * 97 + shard)
             sync = contextlib.nullcontext() if micro == accum - 1 or world == 1 else model.no_sync()
             with sync:
@@ -338,7 +368,8 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
                     try:
                         out = distill_step(model, teacher, batch, cfg.loss, generator=generator,
                                            teacher_checkpointing=cfg.train.teacher_activation_checkpointing,
-                                           diagnostics=(state.step + 1) % cfg.train.log_every == 0)
+                                           diagnostics=(state.step + 1) % cfg.train.log_every == 0,
+                                           teacher_answer_logits=cached)
                     except ValueError as err:
                         if "non-finite" in str(err):
                             raise writer.failed(NonFiniteLossError(f"step {state.step}: {err}"),
