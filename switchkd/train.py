@@ -171,7 +171,7 @@ def teacher_key(cfg: Config, data_fingerprint: str) -> str:
         return _hash({"path": os.path.abspath(cfg.model.teacher.path)})
     flat = to_flat_dict(cfg)
     parts = {k: v for k, v in flat.items()
-             if k.startswith(("model.teacher.", "train.teacher.", "data.max_length"))
+             if k.startswith(("model.teacher.", "train.teacher.", "data.max_length", "data.tasks"))
              or k in ("optim.weight_decay", "optim.beta1", "optim.beta2", "optim.min_lr_ratio",
                       "optim.grad_clip", "run.precision")}
     return _hash({"cfg": parts, "data": data_fingerprint})
