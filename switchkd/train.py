@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import time
 from typing import Any, Callable, Iterator, Optional
@@ -258,6 +259,32 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
     return record
 
 
+SHIPPED_TEACHERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "teachers")
+
+
+def _install_shipped_teacher(cfg: Config, bundle: DataBundle, directory: str) -> bool:
+    """Copy a teacher shipped with the package (``switchkd/teachers/<key>``) into the cache.
+
+    The key hashes the teacher config, its budget and the data fingerprint, so a shipped
+    teacher is used only for exactly the data it was trained on; ``teacher.json`` is checked
+    too. Retrain instead with ``switchkd teacher --preset P`` after deleting the cache entry.
+    """
+    shipped = os.path.join(SHIPPED_TEACHERS, teacher_key(cfg, bundle.fingerprint))
+    if cfg.model.teacher.path is not None or not os.path.isdir(shipped):
+        return False
+    with open(os.path.join(shipped, TEACHER_META)) as f:
+        recorded = json.load(f)["data_fingerprint"]
+    if recorded != bundle.fingerprint:
+        raise RuntimeError(f"shipped teacher {shipped} was trained on data {recorded}, "
+                           f"but this data is {bundle.fingerprint}")
+    tmp = f"{directory}.tmp-{os.getpid()}"
+    shutil.copytree(shipped, tmp)
+    os.replace(tmp, directory)
+    print(f"[teacher] using the shipped teacher {shipped} (data fingerprint "
+          f"{bundle.fingerprint} verified)", flush=True)
+    return True
+
+
 def prepare(cfg: Config) -> dict[str, Any]:
     """Build (or find cached) data and, for ``train.stage=distill``, the trained teacher.
 
@@ -270,7 +297,7 @@ def prepare(cfg: Config) -> dict[str, Any]:
         result = {"data_fingerprint": bundle.fingerprint, "teacher_fingerprint": None}
         if cfg.train.stage == "distill":
             directory = teacher_dir(cfg, bundle.fingerprint)
-            if not os.path.isdir(directory):
+            if not os.path.isdir(directory) and not _install_shipped_teacher(cfg, bundle, directory):
                 train_teacher(cfg, bundle, directory)
             if cfg.train.use_teacher_cache and not os.path.isdir(teacher_cache_dir(cfg, bundle)):
                 _build_teacher_cache(cfg, bundle)

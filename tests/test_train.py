@@ -111,3 +111,21 @@ def test_non_finite_loss_stops_with_a_clear_error(cache_dir, tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"step \d"):
         train(cfg, out_dir=out)
     assert os.path.isfile(os.path.join(out, "metrics.jsonl"))
+
+
+def test_shipped_teacher_is_installed_instead_of_retrained(cache_dir, tmp_path, monkeypatch):
+    import switchkd.train as train_module
+
+    cfg = _cfg(cache_dir)
+    info = prepare(cfg)
+    shipped_root = tmp_path / "shipped"
+    shutil.copytree(teacher_dir(cfg, info["data_fingerprint"]),
+                    shipped_root / info["teacher_fingerprint"])
+    monkeypatch.setattr(train_module, "SHIPPED_TEACHERS", str(shipped_root))
+    monkeypatch.setattr(train_module, "train_teacher",
+                        lambda *a, **k: pytest.fail("retrained despite a shipped teacher"))
+    fresh = str(tmp_path / "fresh_cache")
+    shutil.copytree(os.path.join(cache_dir, "minivl"), os.path.join(fresh, "minivl"))
+    assert prepare(_cfg(fresh)) == info
+    assert os.path.isfile(os.path.join(teacher_dir(_cfg(fresh), info["data_fingerprint"]),
+                                       "model.safetensors"))
