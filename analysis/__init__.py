@@ -1,0 +1,1 @@
+"""What we learned: the Parquet contract, loading, tables and plots (pandas/pyarrow only)."""

@@ -1,0 +1,1 @@
+"""How to run many: Ray Train trials, Ray Tune + Optuna search, Parquet export."""
