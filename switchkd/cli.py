@@ -45,6 +45,8 @@ def _train(args: argparse.Namespace) -> int:
     from switchkd.train import train
 
     cfg = resolve_config(args.preset, args.overrides, args.stage)
+    if not any(text.startswith("run.name=") for text in args.overrides):
+        cfg = with_overrides(cfg, {"run.name": os.path.basename(os.path.normpath(args.out))})
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "config.yaml"), "w") as f:
         f.write(to_yaml(cfg))

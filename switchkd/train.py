@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from typing import Any, Callable, Iterator, Optional
 
@@ -41,6 +42,7 @@ from switchkd.teacher_cache import build_teacher_cache, open_teacher_cache
 
 Report = Callable[[dict[str, Any], Optional[str]], None]
 TEACHER_META = "teacher.json"
+RESULT_SCHEMA_VERSION = 1  # the Parquet/result.json column contract (analysis/schema.py)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -392,23 +394,24 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
             sync = contextlib.nullcontext() if micro == accum - 1 or world == 1 else model.no_sync()
             with sync:
                 with autocast(cfg, device):
+                    error = None
                     try:
                         out = distill_step(model, teacher, batch, cfg.loss, generator=generator,
                                            teacher_checkpointing=cfg.train.teacher_activation_checkpointing,
                                            diagnostics=(state.step + 1) % cfg.train.log_every == 0,
                                            teacher_answer_logits=cached)
-                    except ValueError as err:
-                        if "non-finite" in str(err):
-                            raise writer.failed(NonFiniteLossError(f"step {state.step}: {err}"),
-                                                _result(cfg, provenance, metrics,
-                                                        time.perf_counter() - t0)) from err
-                        raise
+                    except ValueError as err:  # the losses reject non-finite logits
+                        if "non-finite" not in str(err):
+                            raise
+                        error = f"step {state.step}: {err}"
                 # A NaN must stop the run at the step it appears, so this syncs every step.
-                if not torch.isfinite(out.loss):
-                    bad = [k for k, v in out.parts.items() if not torch.isfinite(v)]
+                if error is None and not torch.isfinite(out.loss):
+                    error = f"non-finite loss at step {state.step}: " + ", ".join(
+                        f"{k}={v.item()}" for k, v in out.parts.items() if not torch.isfinite(v))
+                if _on_any_rank(error is not None, world, device):
                     raise writer.failed(
-                        NonFiniteLossError(f"non-finite loss at step {state.step}: " + ", ".join(
-                            f"{k}={out.parts[k].item()}" for k in bad)),
+                        NonFiniteLossError(error or f"step {state.step}: non-finite loss on "
+                                                    f"another rank"),
                         _result(cfg, provenance, metrics, time.perf_counter() - t0))
                 (out.loss / accum).backward()
             for name, value in out.parts.items():
@@ -429,13 +432,13 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
             last_train = {f"train/{k}": (v / sum_count).item() for k, v in sums.items()}
             last_train["train/lr"] = scheduler.get_last_lr()[0]
             sums, sum_count = {}, 0
-            writer.log({"step": state.step, **last_train, **_cost(state)})
+            writer.log({"step": state.step, **last_train, **_cost(state, t0)})
 
         # --- evaluation, checkpoint, report ---
         last = state.step == cfg.train.max_steps
         if state.step % cfg.train.eval_every == 0 or last:
             val = _evaluate_on_rank0(student, bundle, device, rank, world)
-            metrics = {"step": state.step, **last_train, **val, **_cost(state)}
+            metrics = {"step": state.step, **last_train, **val, **_cost(state, t0)}
             writer.log(metrics)
             ckpt = None
             if rank == 0 and (state.step % cfg.train.checkpoint_every == 0 or last):
@@ -452,21 +455,34 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
     return result
 
 
-def _result(cfg: Config, provenance: dict[str, Any], metrics: dict[str, Any], wall_s: float,
-            error: Optional[str] = None) -> dict[str, Any]:
-    """The flat result record (``result.json``; the same columns as a sweep's Parquet row)."""
+def _result(cfg: Config, provenance: dict[str, Any], metrics: dict[str, Any],
+            wall_s: float) -> dict[str, Any]:
+    """The flat result record (``result.json``; the same columns as a sweep's Parquet row).
+
+    A failed run's record is rewritten by ``_RunWriter.failed`` with status ``errored``."""
     return {
-        "study": "single", "trial_id": cfg.run.name,
-        "status": "errored" if error else "completed", "error": error,
+        "study": "single", "trial_id": cfg.run.name, "schema_version": RESULT_SCHEMA_VERSION,
+        "status": "completed", "error": None,
         "seed": cfg.run.seed, "git_sha": git_sha(), **provenance,
         **{f"cfg.{k}": v for k, v in to_flat_dict(cfg).items()},
         **metrics, "wall_s": wall_s,
     }
 
 
-def _cost(state: TrainState) -> dict[str, float]:
+def _on_any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any (ranks must stop together, or the others
+    would wait forever in the next gradient all-reduce)."""
+    if world == 1:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _cost(state: TrainState, t0: float) -> dict[str, float]:
     train_s = state.counters["train_s"]
     return {"steps": state.step, "samples": state.samples, "train_s": train_s,
+            "wall_s": time.perf_counter() - t0,
             "samples_per_s": state.samples / train_s if train_s > 0 else 0.0,
             "teacher_forward_passes": state.counters["teacher_forward_passes"],
             "teacher_backward_passes": state.counters["teacher_backward_passes"]}
@@ -487,14 +503,13 @@ class _RunWriter:
 
     def __init__(self, out_dir: Optional[str]):
         self.out_dir = out_dir
-        if out_dir is None:
-            import tempfile
-            self._scratch = tempfile.mkdtemp(prefix="switchkd-ckpt-")
+        if out_dir is None:  # checkpoints only live until report() has persisted them
+            self._scratch = tempfile.TemporaryDirectory(prefix="switchkd-ckpt-")
         else:
             os.makedirs(out_dir, exist_ok=True)
 
     def checkpoint_dir(self) -> str:
-        root = self.out_dir if self.out_dir is not None else self._scratch
+        root = self.out_dir if self.out_dir is not None else self._scratch.name
         return os.path.join(root, "checkpoint")
 
     def log(self, record: dict[str, Any]) -> None:

@@ -22,6 +22,8 @@ from switchkd.presets import tiny  # noqa: E402
 
 torch.set_num_threads(1)
 
+pytest_plugins = ["tests.ray_fixtures"]  # the one shared local Ray cluster (ray-marked tests)
+
 TINY_VOCAB = 96
 IMAGE_TOKEN_ID = 4
 
