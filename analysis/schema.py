@@ -8,10 +8,16 @@ One row per trial (``trials.parquet``) or per report (``history.parquet``, which
   ``error`` (the reason, set exactly when errored), ``seed``, ``git_sha``, ``data_fingerprint``,
   ``teacher_fingerprint``, ``schema_version``;
 * ``cfg.<dotted key>`` for every leaf of the config tree; list values are stored as JSON strings;
-* metrics: ``train/*`` and ``val/*`` (at least ``train/loss``, ``train/ce_loss`` and one
-  ``val/*``), as float64, null where a run never reported them (e.g. errored at step 0);
+* metrics: ``train/*``, ``val/*`` and ``test/*`` (at least ``train/loss``, ``train/ce_loss`` and
+  one ``val/*``; ``test/*`` only where a run was scored on the test split, e.g. ablations), as
+  float64, null where a run never reported them (e.g. errored at step 0);
 * cost: ``wall_s``, ``steps``, ``samples``, ``samples_per_s``, ``teacher_forward_passes``,
-  ``teacher_backward_passes`` (float64, null when never reported).
+  ``teacher_backward_passes`` (float64, null when never reported);
+* optional provenance (strings, present only where known): ``variant`` (the ablation variant
+  of the row) and ``checkpoint_path`` (the trial's last checkpoint folder).
+
+Ablations also write ``items.parquet``: one row per (trial, test item) with ``ITEM_COLUMNS``,
+the per-item scores (0-1) that the report's paired tests resample.
 
 This module knows nothing of switchkd (analysis never imports it), so the full set of ``cfg.*``
 keys is passed in by the caller that knows it (``validate(df, cfg_keys=...)``); without it only
@@ -31,6 +37,7 @@ STATUSES = ("completed", "stopped_early", "errored")
 
 STRING_COLUMNS = ("study", "trial_id", "status", "error", "git_sha", "data_fingerprint",
                   "teacher_fingerprint")
+OPTIONAL_STRING_COLUMNS = ("variant", "checkpoint_path")
 INT_COLUMNS = ("seed", "schema_version")
 PROVENANCE_COLUMNS = ("study", "trial_id", "status", "error", "seed", "git_sha",
                       "data_fingerprint", "teacher_fingerprint", "schema_version")
@@ -44,6 +51,7 @@ CORE_CFG_KEYS = ("loss.kind", "loss.align_weight", "loss.vsd_weight", "loss.temp
                  "train.max_steps", "train.eval_every", "model.student_vision_init",
                  "run.cache_dir", "preset")
 HISTORY_COLUMNS = ("step",)
+ITEM_COLUMNS = ("study", "trial_id", "variant", "seed", "task", "index", "score")
 
 
 class SchemaError(ValueError):
@@ -51,7 +59,7 @@ class SchemaError(ValueError):
 
 
 def is_metric(name: str) -> bool:
-    return name.startswith(("train/", "val/"))
+    return name.startswith(("train/", "val/", "test/"))
 
 
 def _cfg_value(value: Any) -> Any:
@@ -98,7 +106,7 @@ def to_frame(records: Sequence[Mapping[str, Any]], *, history: bool = False) -> 
 
 def _typed(name: str, column: pd.Series) -> pd.Series:
     column = column.reset_index(drop=True)
-    if name in STRING_COLUMNS:
+    if name in STRING_COLUMNS or name in OPTIONAL_STRING_COLUMNS:
         return column.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v))
                           else str(v)).astype(object)
     if name in INT_COLUMNS:
@@ -111,10 +119,13 @@ def _typed(name: str, column: pd.Series) -> pd.Series:
 
 
 def _column_order(columns: Iterable[str]) -> list[str]:
-    """Provenance, cfg.*, step, train/*, val/*, cost, then anything else (Tune bookkeeping)."""
+    """Provenance, cfg.*, step, train/*, val/*, test/*, cost, then anything else (Tune
+    bookkeeping)."""
     def rank(name: str) -> tuple[int, int]:
         if name in PROVENANCE_COLUMNS:
             return 0, PROVENANCE_COLUMNS.index(name)
+        if name in OPTIONAL_STRING_COLUMNS:
+            return 0, len(PROVENANCE_COLUMNS) + OPTIONAL_STRING_COLUMNS.index(name)
         if name.startswith("cfg."):
             return 1, 0
         if name in HISTORY_COLUMNS:
@@ -123,6 +134,8 @@ def _column_order(columns: Iterable[str]) -> list[str]:
             return 3, 0
         if name.startswith("val/"):
             return 4, 0
+        if name.startswith("test/"):
+            return 4, 1
         if name in COST_COLUMNS:
             return 5, COST_COLUMNS.index(name)
         return 6, 0
@@ -170,8 +183,8 @@ def validate(frame: pd.DataFrame, *, cfg_keys: Optional[Iterable[str]] = None,
         elif (name in COST_COLUMNS or is_metric(name) or name in HISTORY_COLUMNS) and \
                 not pd.api.types.is_float_dtype(dtype):
             problems.append(f"{name}: expected float64, got {dtype}")
-        elif name in STRING_COLUMNS and not (pd.api.types.is_string_dtype(dtype)
-                                             or pd.api.types.is_object_dtype(dtype)):
+        elif name in (*STRING_COLUMNS, *OPTIONAL_STRING_COLUMNS) and not (
+                pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype)):
             problems.append(f"{name}: expected strings, got {dtype}")
         elif name.startswith("cfg.") and pd.api.types.is_object_dtype(dtype):
             bad = [v for v in frame[name] if isinstance(v, (list, tuple, dict))]

@@ -97,7 +97,8 @@ def report_fields(result: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a Tune result that belong in the Parquet history."""
     return {k: v for k, v in result.items()
             if is_metric(k) or k in COST_COLUMNS
-            or k in ("step", "training_iteration", "data_fingerprint", "teacher_fingerprint")}
+            or k in ("step", "training_iteration", "data_fingerprint", "teacher_fingerprint",
+                     "checkpoint_path")}
 
 
 def read_reports(results_dir: str) -> dict[str, list[dict[str, Any]]]:
@@ -152,6 +153,9 @@ def rows_for_trial(trial: Any, reports: list[dict[str, Any]], *, study: str,
     final = {**base, "status": status, "error": error, **_metrics(last)}
     if reports:
         final["wall_s"] = wall_s
+    # The trial's last persisted checkpoint (Ray Train's copy; ``switchkd export`` reads it).
+    saved = [r["checkpoint_path"] for r in reports if r.get("checkpoint_path")]
+    final["checkpoint_path"] = saved[-1] if saved else None
     history = [{**base, "status": status, "error": error, **_metrics(r),
                 **{k: r.get(k) for k in KEPT_TUNE_KEYS}} for r in reports]
     return final, history

@@ -6,10 +6,14 @@
     switchkd data build --profile ci|default|full [--seed N] [--out DIR]
     switchkd sweep   SPACE.yaml [...]        (Ray; see `switchkd sweep --help`)
     switchkd demo                            (the README's main job)
+    switchkd ablate  ABLATION.yaml [...]     (Ray; variants x seeds, see `switchkd ablate --help`)
+    switchkd report  RESULTS_DIR... --out DIR [--baseline VARIANT]   (tables + figures from Parquet)
+    switchkd export  RESULTS_DIR --out DIR [--metric KEY]           (the best trial's student)
 
 Overrides are dotted keys with YAML values: ``loss.temperature=2.5 loss.fixed_k=null``.
 This module is the only place in ``switchkd`` that reads the environment, and the only one
-that reaches into ``sweeps`` (lazily, for the Ray commands), keeping the library Ray-free.
+that reaches into ``sweeps`` and ``analysis`` (lazily, for the Ray and report commands),
+keeping the library free of Ray and pandas.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from switchkd.presets import PRESETS, get_preset
 EXTERNAL_COMMANDS = {
     "sweep": ("sweeps.cli", "sweep_main"),
     "demo": ("sweeps.cli", "demo_main"),
+    "ablate": ("sweeps.ablate_cli", "ablate_main"),
+    "report": ("analysis.report", "report_main"),
+    "export": ("sweeps.publish", "export_main"),
 }
 
 

@@ -530,3 +530,49 @@ class _RunWriter:
         with open(f"{path}.tmp", "w") as f:
             json.dump(result, f, indent=2)
         os.replace(f"{path}.tmp", path)
+
+
+# --------------------------------------------------------------------------------------------
+# Finished runs: test scores and export (for sweeps, which see only this module's surface)
+# --------------------------------------------------------------------------------------------
+
+
+def _trained_student(cfg: Config, checkpoint_dir: str) -> tuple[VLM, DataBundle]:
+    """The student of ``cfg`` with the weights of ``checkpoint_dir``, and the run's data."""
+    bundle = load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
+    student = build_student(cfg, bundle)
+    load_checkpoint(checkpoint_dir, student)
+    return student, bundle
+
+
+def evaluate_run(cfg: Config, checkpoint_dir: str, *,
+                 split: str = "test") -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Score a checkpoint's student on ``split`` (``test`` or ``val``) of the run's data.
+
+    Returns:
+        ``({split}/... metrics as evaluation.evaluate returns them, per-item records)``; each
+        record has ``task``, ``index`` (row in the split), ``prediction`` and ``score`` (0-1),
+        the inputs of paired tests over items.
+
+    Raises:
+        ValueError: ``split`` is not ``test`` or ``val``, or the data has no such split (LLaVA).
+        CheckpointError: the checkpoint does not fit ``cfg``'s student.
+    """
+    from switchkd.evaluation.evaluate import metrics_from_records, predict
+
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    student, bundle = _trained_student(cfg, checkpoint_dir)
+    rows = bundle.test if split == "test" else bundle.val
+    if rows is None:
+        raise ValueError(f"data.kind={cfg.data.kind!r} has no {split} split")
+    device = resolve_device(cfg.run.device)
+    records = predict(student.to(device), bundle.tokenizer, rows, device=str(device))
+    return metrics_from_records(records, split=split), records
+
+
+def export_student(cfg: Config, checkpoint_dir: str, out_dir: str) -> str:
+    """Write a checkpoint's student as a Hugging Face folder (weights, tokenizer, processor)
+    that ``LlavaForConditionalGeneration.from_pretrained`` loads without switchkd."""
+    student, bundle = _trained_student(cfg, checkpoint_dir)
+    return save_hf_folder(student, bundle.tokenizer, out_dir)
