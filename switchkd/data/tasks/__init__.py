@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import random
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +91,9 @@ _WORKER: dict = {}
 
 
 def init_worker(assets: Assets, size: int) -> None:
+    # A forked worker inherits its parent's signal handlers; under a Ray driver that is Ray's
+    # crash reporter, which prints a stack trace when the pool terminates its workers.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _WORKER.update(assets=assets, size=size, cache={})
 
 
