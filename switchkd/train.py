@@ -433,6 +433,10 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
             last_train["train/lr"] = scheduler.get_last_lr()[0]
             sums, sum_count = {}, 0
             writer.log({"step": state.step, **last_train, **_cost(state, t0)})
+            if rank == 0:  # progress on stdout (Ray forwards workers' stdout to the driver)
+                print(f"[train {cfg.run.name}] step {state.step}/{cfg.train.max_steps} "
+                      f"loss {last_train['train/loss']:.4f} "
+                      f"({_cost(state, t0)['samples_per_s']:.1f} samples/s)", flush=True)
 
         # --- evaluation, checkpoint, report ---
         last = state.step == cfg.train.max_steps
