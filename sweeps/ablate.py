@@ -51,7 +51,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 import ray.train
-import yaml
 from ray import tune
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -66,8 +65,8 @@ from sweeps.driver import TrialError, TrialPlan, failure_message
 from sweeps.export import (FINAL_STATES, HISTORY_FILE, MANIFEST, REPORTS, TRIALS_FILE, _empty,
                            experiment_trials, read_manifest, read_reports, report_fields,
                            rows_for_trial, write_parquet)
-from sweeps.space import (SMOKE_DEFAULTS, SpaceError, _check_key, _closest, _is_number, _Lines,
-                          _overrides, _Where, _yaml_float_hint)
+from sweeps.space import (SMOKE_DEFAULTS, SpaceError, _check_key, _closest, _is_number,
+                          _overrides, _Where, _yaml_float_hint, read_yaml_mapping)
 from sweeps.tuner import (ProgressPrinter, ReportLog, SweepError, SweepOutcome, _comparable,
                           _count, _exclusive, driver_resources, write_json_atomic)
 
@@ -216,18 +215,8 @@ def load_ablation(path: str) -> Ablation:
             Nothing is started.
         FileNotFoundError: ``path`` does not exist.
     """
-    with open(path) as f:
-        text = f.read()
-    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
-    try:
-        data = yaml.safe_load(text)
-        lines = _Lines(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise SpaceError(f"{shown}:{mark.line + 1 if mark else 1}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise SpaceError(f"{shown}:1: an ablation must be a mapping")
-    return _parse(data, _Where(shown, lines), os.path.abspath(path))
+    data, where = read_yaml_mapping(path, "an ablation")
+    return _parse(data, where, os.path.abspath(path))
 
 
 def _parse(data: dict, where: _Where, path: str) -> Ablation:

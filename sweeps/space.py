@@ -316,6 +316,16 @@ def load_space(path: str) -> SearchSpace:
             empty range, unknown distribution, bad value, ...). Nothing is started.
         FileNotFoundError: ``path`` does not exist.
     """
+    data, where = read_yaml_mapping(path, "a search space")
+    return _parse(data, where, os.path.abspath(path))
+
+
+def read_yaml_mapping(path: str, what: str) -> tuple[dict, "_Where"]:
+    """Parse a YAML file that must hold a mapping, keeping line numbers for error messages.
+
+    Raises:
+        SpaceError: ``file:line: not valid YAML`` or ``file:1: <what> must be a mapping``.
+    """
     with open(path) as f:
         text = f.read()
     shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
@@ -327,8 +337,8 @@ def load_space(path: str) -> SearchSpace:
         line = mark.line + 1 if mark is not None else 1
         raise SpaceError(f"{shown}:{line}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise SpaceError(f"{shown}:1: a search space must be a mapping")
-    return _parse(data, _Where(shown, lines), os.path.abspath(path))
+        raise SpaceError(f"{shown}:1: {what} must be a mapping")
+    return data, _Where(shown, lines)
 
 
 def _parse(data: dict, where: _Where, path: str) -> SearchSpace:
