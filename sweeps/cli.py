@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -49,8 +50,16 @@ def configure_environment() -> dict[str, str]:
     return {key: os.environ[key] for key in ENV_DEFAULTS}
 
 
-def connect_ray(num_cpus: Optional[int], worker_env: dict[str, str]) -> bool:
+def connect_ray(num_cpus: Optional[int], worker_env: dict[str, str], *,
+                log_to_driver: bool = True, object_store_memory: Optional[int] = None) -> bool:
     """Start an embedded Ray, join ``RAY_ADDRESS``, or reuse a connection (tests).
+
+    Both ways, this cluster's state API address goes to every Ray process as
+    ``RAY_API_SERVER_ADDRESS``: Ray Train's ``PlacementGroupCleaner`` asks the state API whether
+    a trial's Train controller is still alive, and frees the trial's CPUs when ASHA has stopped
+    it. Without a reachable state API (no dashboard, or several Ray instances on the machine and
+    no address) it never sees the controller die, the CPUs stay reserved, and later trials wait
+    forever for workers (``WorkerGroupStartupTimeoutError`` in a loop).
 
     Returns True when this call connected (and so must ``ray.shutdown()``).
     """
@@ -62,12 +71,43 @@ def connect_ray(num_cpus: Optional[int], worker_env: dict[str, str]) -> bool:
         return False
     if os.environ.get("RAY_ADDRESS"):
         # An existing cluster: num_cpus must not be given; our env goes to its workers.
-        ray.init(runtime_env={"env_vars": worker_env}, log_to_driver=True)
+        ray.init(runtime_env={"env_vars": {**worker_env, **state_api_env()}},
+                 log_to_driver=log_to_driver)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(),
-                 resources={TRIAL_RESOURCE: TRIAL_RESOURCE_SLOTS}, include_dashboard=False,
-                 log_to_driver=True)
+        # The embedded cluster's processes inherit this environment, so set it first. The
+        # dashboard (which serves the state API) listens on loopback only.
+        port = free_loopback_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        # address="local": always a new cluster, even when `ray start` runs on this machine.
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                 resources={TRIAL_RESOURCE: TRIAL_RESOURCE_SLOTS}, include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=port,
+                 object_store_memory=object_store_memory, log_to_driver=log_to_driver)
     return True
+
+
+def state_api_env() -> dict[str, str]:
+    """``RAY_API_SERVER_ADDRESS`` of the cluster at ``RAY_ADDRESS`` (empty if it has none).
+
+    Looked up from that cluster's GCS, never taken from an inherited ``RAY_API_SERVER_ADDRESS``
+    (which may name another cluster on the same machine).
+    """
+    from ray.dashboard.utils import ray_address_to_api_server_url
+
+    address = os.environ["RAY_ADDRESS"]
+    try:
+        url = address if address.startswith("http") else ray_address_to_api_server_url(address)
+    except Exception as err:  # noqa: BLE001 (a cluster without a dashboard still runs trials)
+        print(f"[sweep] warning: no Ray state API found for {address} ({err}); trials stopped "
+              f"early may keep their CPUs reserved", file=sys.stderr, flush=True)
+        return {}
+    return {"RAY_API_SERVER_ADDRESS": url}
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def build_parser() -> argparse.ArgumentParser:

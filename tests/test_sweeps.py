@@ -171,6 +171,40 @@ def test_non_finite_trial_is_recorded_as_errored(ray_session, tmp_path, cache_di
     validate(_trials(results), cfg_keys=valid_keys())
 
 
+@pytest.mark.ray
+def test_trials_stopped_by_the_scheduler_free_their_cpus(ray_session, tmp_path, cache_dir):
+    """ASHA stops every trial at max_t=2 of 4 steps; 4 trials on 2 CPUs, 2 at a time.
+
+    Each stopped trial's Train controller dies with its driver; Ray Train frees its workers'
+    CPUs only if it can reach the state API. Before the fix, trials 3 and 4 waited forever
+    for a CPU (WorkerGroupStartupTimeoutError in a loop)."""
+    from sweeps.cli import sweep_main
+
+    space = tmp_path / "stops.yaml"
+    space.write_text(textwrap.dedent("""
+        study: stops
+        preset: tiny
+        metric: val/avg10
+        mode: max
+        num_samples: 4
+        max_concurrent_trials: 2
+        scheduler: {kind: asha, grace_period: 2, max_t: 2, reduction_factor: 2}
+        overrides: {train.max_steps: 4, train.eval_every: 2, train.checkpoint_every: 2,
+                    data.val_items_per_task: 1}
+        space:
+          loss.temperature: {type: float, low: 1.0, high: 4.0}
+    """))
+    results = str(tmp_path / "stops")
+    assert sweep_main([str(space), "--results", results, "--cache-dir", cache_dir]) == 0
+    trials = _trials(results)
+    assert len(trials) == 4 and (trials["status"] == "stopped_early").all(), trials["status"]
+    assert (trials["steps"] == 2.0).all()
+    deadline = time.time() + 60      # the placement groups are removed asynchronously
+    while ray_session.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+        time.sleep(1)
+    assert ray_session.available_resources().get("CPU", 0) == 2
+
+
 # ------------------------------------------------------------------------------------------
 # ray start + ray job submit (a second, separate cluster in subprocesses)
 # ------------------------------------------------------------------------------------------
@@ -210,7 +244,8 @@ def test_ray_job_submit_runs_the_smoke_sweep(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths are long
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
-    env.pop("RAY_ADDRESS", None)
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):   # both name the session cluster
+        env.pop(key, None)
     log = open(tmp_path / "ray_start.log", "w")
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
