@@ -291,6 +291,27 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def goals(rows: list[dict], summary: list[dict]) -> dict:
+    """The issue's targets, reported (never asserted) per (preset, precision).
+
+    ``switch_time_vs_flops``: the largest |measured / predicted - 1| over the ``switch-r``
+    methods (goal: <= 0.15); ``min_mfu_student`` / ``min_mfu_teacher``: the lowest MFU of the
+    student and teacher passes over all methods that run them (goal on ``large``: >= 0.40).
+    """
+    out = {}
+    for key in dict.fromkeys((r["preset"], r["precision"]) for r in rows):
+        mine = [r for r in rows if (r["preset"], r["precision"]) == key]
+        switch = [s for s in summary if (s["preset"], s["precision"]) == key
+                  and s["method"].startswith("switch-")]
+        out["/".join(key)] = dict(
+            switch_time_vs_flops=max((abs(s["measured_over_predicted"] - 1) for s in switch),
+                                     default=None),
+            min_mfu_student=min(r["mfu"]["student"] for r in mine),
+            min_mfu_teacher=min((r["mfu"]["teacher"] for r in mine if r["method"] != "sft"),
+                                default=None))
+    return out
+
+
 def format_table(rows: list[dict]) -> str:
     header = ("preset", "prec", "method", "rows", *(f"{p} ms" for p in PASSES), "sum ms",
               "step ms", "samples/s", "GFLOP", "MFU T", "MFU S", "MFU Sw", "MFU step", "peak MB")
@@ -369,6 +390,11 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarize(rows)
     print("\nstep time against the SFT step scaled by FLOPs:")
     print(format_summary(summary))
+    targets = goals(rows, summary)
+    print("\ngoals (reported, not asserted): switch |measured/predicted - 1| <= 0.15; "
+          "student/teacher MFU >= 40% on large")
+    for key, g in targets.items():
+        print(f"  {key}: " + ", ".join(f"{k}={v:.3f}" for k, v in g.items() if v is not None))
 
     result = dict(
         meta=dict(torch=torch.__version__, python=platform.python_version(),
@@ -379,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                             "student"))),
                                    teacher=str(dims(PRESETS[p](), "teacher")[1]))
                            for p in presets}),
-        rows=rows, summary=summary)
+        rows=rows, summary=summary, goals=targets)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -86,3 +86,5 @@ def test_step_benchmark_quick(tmp_path):
     assert [rows[("fp32", f"switch-{r}")]["switch_rows"] for r in ("0.25", "0.5", "1")] == [1, 2, 4]
     assert len(result["summary"]) == len(rows)
     assert all(_positive(s["measured_over_predicted"]) for s in result["summary"])
+    assert set(result["goals"]) == {"tiny/fp32", "tiny/bf16"}
+    assert _positive(result["goals"]["tiny/fp32"]["min_mfu_teacher"])
