@@ -254,7 +254,9 @@ def measure(spec: dict, queue) -> None:
     ms = {k: 1e3 * statistics.median(p[k] for p in parts) for k in PASSES}
     queue.put(dict(ms=ms, step_ms=1e3 * statistics.median(steps), flops=case.flops(),
                    switch_rows=case.switch_count(), peak_mb=(peak_kib - base_kib) / 1024,
-                   rss_mb=peak_kib / 1024))
+                   rss_mb=peak_kib / 1024,
+                   samples_ms=dict(step=[1e3 * x for x in steps],  # every timed step, for spread
+                                   **{k: [1e3 * p[k] for p in parts] for k in PASSES})))
 
 
 def measure_peak(spec: dict, queue) -> None:
