@@ -58,6 +58,7 @@ import platform
 import resource
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -100,6 +101,14 @@ def dims(cfg: Config, side: str) -> tuple[VisionDims, TextDims]:
                        intermediate=v.intermediate_size, image=v.image_size, patch=v.patch_size),
             TextDims(hidden=t.hidden_size, layers=t.num_layers, heads=t.num_heads,
                      kv_heads=t.num_kv_heads, intermediate=t.intermediate_size, vocab=VOCAB))
+
+
+def preset_dims(preset: str) -> dict[str, dict]:
+    """The dimensions FLOPs are counted from, for the JSON."""
+    cfg = PRESETS[preset]()
+    vision, student = dims(cfg, "student")
+    return dict(vision=asdict(vision), student=asdict(student),
+                teacher=asdict(dims(cfg, "teacher")[1]))
 
 
 def synthetic_batch(cfg: Config, batch: int, seq: int, answer_len: int, seed: int = 0) -> Batch:
@@ -403,10 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
                   machine=platform.machine(), threads=args.threads, repeats=repeats,
                   warmup=args.warmup, quick=args.quick, vocab=VOCAB, batch_source="synthetic",
                   matmul_peak_n=peak_n, matmul_peak_flops=peaks, **shape,
-                  presets={p: dict(zip(("vision", "student"), map(str, dims(PRESETS[p](),
-                                                                            "student"))),
-                                   teacher=str(dims(PRESETS[p](), "teacher")[1]))
-                           for p in presets}),
+                  presets={p: preset_dims(p) for p in presets}),
         rows=rows, summary=summary, goals=targets)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
