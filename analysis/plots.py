@@ -173,10 +173,10 @@ def kneedle_k(frame: pd.DataFrame, *, title: str, path: str, order: Sequence[str
     return _save(fig, path)
 
 
-def training_curves(frame: pd.DataFrame, *, title: str, path: str,
-                    order: Sequence[str] = ()) -> str:
+def training_curves(frame: pd.DataFrame, *, title: str, path: str, order: Sequence[str] = (),
+                    legend_title: str = "variant (bold: mean over seeds)") -> str:
     """Training metrics against step, one panel per metric: a line per variant (mean over
-    seeds), each seed faint.
+    seeds), each seed faint. A sweep passes its trials as variants and ``legend_title="trial"``.
 
     ``frame``: columns metric (panel), variant, seed, step, value and kind (seed | mean).
     """
@@ -198,7 +198,6 @@ def training_curves(frame: pd.DataFrame, *, title: str, path: str,
         ax.set_ylabel(metric)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(loc="best", fontsize=8, title="variant (bold: mean over seeds)",
-                       title_fontsize=8)
+    axes[0][-1].legend(loc="best", fontsize=8, title=legend_title, title_fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)

@@ -383,12 +383,14 @@ def table_figures(table: Table, history: pd.DataFrame, out_dir: str,
                             f"answer tokens and seeds; band: ± the per-token std)", path))
         curves = _curve_frame(own, ("train/loss", "train/ce_loss"))
         if len(curves):
-            path = plots.training_curves(curves, title=f"{table.study}: training curves",
-                                         path=os.path.join(out_dir, f"{tag}_train_loss.png"),
-                                         order=table.variants)
+            path = plots.training_curves(
+                curves, title=f"{table.study}: training curves",
+                path=os.path.join(out_dir, f"{tag}_train_loss.png"), order=table.variants,
+                legend_title="variant (bold: mean over seeds)" if table.ablation else "trial")
             figures.append((f"{table.study}: train/loss (each variant's own objective) and "
-                            f"train/ce_loss (comparable across variants) at each evaluation; "
-                            f"bold: mean over seeds, faint: each seed", path))
+                            f"train/ce_loss (comparable across variants) at each evaluation"
+                            + ("; bold: mean over seeds, faint: each seed" if table.ablation
+                               else ", one line per trial"), path))
     return figures
 
 

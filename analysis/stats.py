@@ -163,15 +163,17 @@ def param_importance(frame: pd.DataFrame, metric: str,
         if not column.startswith("cfg.") or column in exclude:
             continue
         values = rows[column]
-        if values.astype(str).nunique() < 2:
+        # Null is a setting of its own (e.g. loss.fixed_k: null = adaptive k), not a gap.
+        labels = values.map(lambda v: "null" if pd.isna(v) else str(v))
+        if labels.nunique() < 2:
             continue
         ranks = rows[metric].rank()
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        numeric = (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+                   and values.notna().all())
         if numeric:
             rho = values.rank().corr(ranks)
             importance, kind = (0.0 if pd.isna(rho) else abs(float(rho))), "spearman"
         else:
-            labels = values.astype(str)
             total = float(((ranks - ranks.mean()) ** 2).sum())
             group_means = ranks.groupby(labels).transform("mean")
             between = float(((group_means - ranks.mean()) ** 2).sum())

@@ -373,8 +373,10 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
         state, _ = load_checkpoint(resume_from, student, optimizer, scheduler)
     writer = _RunWriter(out_dir if rank == 0 else None)
     accum = cfg.train.grad_accum_steps
+    # Per-part sums and counts over the log window: diagnostics (Kneedle k, top-1 agreement)
+    # exist only on the window's last step, so each part is averaged over its own count.
     sums: dict[str, torch.Tensor] = {}
-    sum_count = 0
+    counts: dict[str, int] = {}
     last_train: dict[str, float] = {}
     metrics: dict[str, Any] = {}
 
@@ -416,7 +418,7 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
                 (out.loss / accum).backward()
             for name, value in out.parts.items():
                 sums[name] = sums.get(name, 0) + value.float()
-            sum_count += 1
+                counts[name] = counts.get(name, 0) + 1
             state.counters["teacher_forward_passes"] += out.teacher_forward_passes
             state.counters["teacher_backward_passes"] += out.teacher_backward_passes
         if cfg.optim.grad_clip > 0:
@@ -429,9 +431,9 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
 
         # --- logging (the only .item() calls) ---
         if state.step % cfg.train.log_every == 0 or state.step == cfg.train.max_steps:
-            last_train = {f"train/{k}": (v / sum_count).item() for k, v in sums.items()}
+            last_train = {f"train/{k}": (v / counts[k]).item() for k, v in sums.items()}
             last_train["train/lr"] = scheduler.get_last_lr()[0]
-            sums, sum_count = {}, 0
+            sums, counts = {}, {}
             writer.log({"step": state.step, **last_train, **_cost(state, t0)})
             if rank == 0:  # progress on stdout (Ray forwards workers' stdout to the driver)
                 print(f"[train {cfg.run.name}] step {state.step}/{cfg.train.max_steps} "

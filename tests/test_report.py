@@ -285,6 +285,20 @@ def test_sweep_figures_and_importance(tmp_path):
     assert importance.loc["loss.kind", "kind"] == "eta"
 
 
+def test_a_null_setting_is_a_category_of_its_own():
+    """loss.fixed_k null (adaptive k) against 16: eta over two groups, not a dropped column."""
+    frame = pd.DataFrame({"cfg.loss.fixed_k": [None, None, 16.0, 16.0],
+                          "val/avg10": [21.7, 27.3, 23.5, 23.4]})
+    importance = stats.param_importance(frame, "val/avg10").set_index("param")
+    # ranks of the metric: 1, 4, 3, 2; groups null {1, 4}, 16 {3, 2}: equal means, eta 0
+    assert importance.loc["loss.fixed_k", "kind"] == "eta"
+    assert importance.loc["loss.fixed_k", "importance"] == pytest.approx(0.0)
+    frame["val/avg10"] = [21.7, 22.0, 23.5, 23.4]          # ranks 1, 2, 4, 3: fully separated
+    importance = stats.param_importance(frame, "val/avg10").set_index("param")
+    between, total = 4 * 1.0 ** 2, sum((r - 2.5) ** 2 for r in (1, 2, 3, 4))
+    assert importance.loc["loss.fixed_k", "importance"] == pytest.approx(math.sqrt(between / total))
+
+
 def test_pareto_front_by_hand():
     cost = [1.0, 2.0, 3.0, 2.0, 4.0, float("nan")]
     value = [10.0, 12.0, 11.0, 12.0, 15.0, 99.0]

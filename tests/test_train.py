@@ -39,6 +39,15 @@ def test_cli_train_end_to_end(cache_dir, tmp_path):
     losses = [r["train/loss"] for r in _log(out) if "train/loss" in r and "val/avg10" not in r]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0], losses
+    # Diagnostics are computed on the last step of each log window and averaged over those
+    # steps only: Kneedle k lies in [k_min, k_max], agreement in [0, 1] (not diluted by 1/5).
+    logged = [r for r in _log(out) if "train/k_teacher_mean" in r]
+    assert {r["step"] for r in logged} == {5, 10, 15, 20, 25, 30}
+    loss_cfg = tiny().loss
+    for r in logged:
+        for branch in ("teacher", "student"):
+            assert loss_cfg.k_min <= r[f"train/k_{branch}_mean"] <= loss_cfg.k_max, r
+        assert 0.0 <= r["train/top1_agreement"] <= 1.0
     with open(os.path.join(out, "result.json")) as f:
         result = json.load(f)
     assert result["status"] == "completed" and result["steps"] == 30
