@@ -41,7 +41,9 @@ padded positions since the kernels compute them): per token, LM ``2 L (2 D^2 + 2
 forward for linear layers and head, 2x for attention. Teacher: 1x forward. Loss and optimizer:
 0 (not matmuls). MFU = pass FLOPs / pass time / peak, where the peak is the best time of a
 square (n x n) fp32 or bf16 matmul (n = 2048; 256 with --quick) on the same threads, in the
-run's precision.
+run's precision, measured before and after the cases; the better of the two is used (this
+machine is shared and its matmul speed drifts; rows printed while running use the first, the
+final table and the JSON the better one).
 
 Each (preset, precision, method) runs in a freshly forked child (as ``benchmarks.losses``) so
 its peak memory is its own: ``peak_mb`` is ``ru_maxrss`` after the steps minus ``ru_maxrss``
@@ -77,6 +79,7 @@ VOCAB = 1024
 IMAGE_TOKEN_ID = 4
 PAD_ID, BOS_ID = 0, 2
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "step.json"
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 PASSES = ("teacher", "student", "switch", "loss", "optimizer")
 METHODS: list[tuple[str, float | None]] = [
     ("sft", None), ("kd", 0.0), ("switch-0.25", 0.25), ("switch-0.5", 0.5), ("switch-1", 1.0)]
@@ -286,6 +289,14 @@ def in_child(target: Callable, spec: dict):
     return result
 
 
+def add_mfu(row: dict, peak: float) -> None:
+    """Set ``row["mfu"]``: FLOPs / time / ``peak`` per pass that ran, and for the real step."""
+    flops, ms = row["flops"], row["ms"]
+    row["mfu"] = {k: flops[k] / (ms[k] / 1e3) / peak if ms[k] else 0.0
+                  for k in ("teacher", "student", "switch")}
+    row["mfu"]["step"] = flops["step"] / (row["step_ms"] / 1e3) / peak
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Per (preset, precision): each method's step time against SFT step x FLOP ratio."""
     out = []
@@ -375,12 +386,14 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = args.repeats or (1 if args.quick else 3)
     peak_n = args.peak_n or (256 if args.quick else 2048)
 
-    dtype_of = {"fp32": "float32", "bf16": "bfloat16"}
-    peaks = {p: in_child(measure_peak, dict(threads=args.threads, dtype=dtype_of[p], n=peak_n))
-             for p in precisions}
-    for p, peak in peaks.items():
-        print(f"matmul peak {p} ({peak_n}^3, {args.threads} threads): {peak / 1e9:.1f} GFLOP/s",
-              flush=True)
+    def measure_peaks(when: str) -> dict[str, float]:
+        got = {p: in_child(measure_peak, dict(threads=args.threads, dtype=DTYPES[p], n=peak_n))
+               for p in precisions}
+        print(f"matmul peak {when} ({peak_n}^3, {args.threads} threads): "
+              + ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in got.items()), flush=True)
+        return got
+
+    first = measure_peaks("before")
     print("\n".join(format_table([]).splitlines()[:2]), flush=True)
     rows = []
     for preset in presets:
@@ -389,15 +402,19 @@ def main(argv: list[str] | None = None) -> dict:
                 spec = dict(shape, preset=preset, precision=precision, ratio=ratio,
                             threads=args.threads, warmup=args.warmup, repeats=repeats)
                 got = in_child(measure, spec)
-                peak = peaks[precision]
-                mfu = {k: got["flops"][k] / (got["ms"][k] / 1e3) / peak if got["ms"][k] else 0.0
-                       for k in ("teacher", "student", "switch")}
-                mfu["step"] = got["flops"]["step"] / (got["step_ms"] / 1e3) / peak
                 rows.append(dict(preset=preset, precision=precision, method=method,
                                  switch_ratio=ratio, **got,
                                  parts_sum_ms=sum(got["ms"].values()),
-                                 samples_per_s=shape["batch"] / (got["step_ms"] / 1e3), mfu=mfu))
+                                 samples_per_s=shape["batch"] / (got["step_ms"] / 1e3)))
+                add_mfu(rows[-1], first[precision])
                 print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+    last = measure_peaks("after")
+    peaks = {p: max(first[p], last[p]) for p in precisions}
+    for row in rows:
+        add_mfu(row, peaks[row["precision"]])
+    print("\nfinal table, MFU against the better peak measurement (" + ", ".join(
+        f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items()) + "):")
+    print(format_table(rows))
     summary = summarize(rows)
     print("\nstep time against the SFT step scaled by FLOPs:")
     print(format_summary(summary))
@@ -411,7 +428,8 @@ def main(argv: list[str] | None = None) -> dict:
         meta=dict(torch=torch.__version__, python=platform.python_version(),
                   machine=platform.machine(), threads=args.threads, repeats=repeats,
                   warmup=args.warmup, quick=args.quick, vocab=VOCAB, batch_source="synthetic",
-                  matmul_peak_n=peak_n, matmul_peak_flops=peaks, **shape,
+                  matmul_peak_n=peak_n, matmul_peak_flops=peaks,
+                  matmul_peak_samples={p: [first[p], last[p]] for p in precisions}, **shape,
                   presets={p: preset_dims(p) for p in presets}),
         rows=rows, summary=summary, goals=targets)
     args.json.parent.mkdir(parents=True, exist_ok=True)
