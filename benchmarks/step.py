@@ -40,8 +40,8 @@ padded positions since the kernels compute them): per token, LM ``2 L (2 D^2 + 2
 (teacher projector + LM, ``V_S(x)`` reused) plus a backward of input gradients only: 1x
 forward for linear layers and head, 2x for attention. Teacher: 1x forward. Loss and optimizer:
 0 (not matmuls). MFU = pass FLOPs / pass time / peak, where the peak is the best time of a
-square (n x n) fp32 or bf16 matmul (n = 2048; 256 with --quick) on the same threads, in the
-run's precision, measured before and after the cases; the better of the two is used (this
+square (n x n) fp32 or bf16 matmul (best of 10; n = 2048, 256 with --quick) on the same
+threads, in the run's precision, measured before and after the cases; the better is used (this
 machine is shared and its matmul speed drifts; rows printed while running use the first, the
 final table and the JSON the better one).
 
@@ -274,7 +274,8 @@ def measure(spec: dict, queue) -> None:
 def measure_peak(spec: dict, queue) -> None:
     """Child process: the best FLOP/s of an (n x n) matmul in ``spec["dtype"]``."""
     torch.set_num_threads(spec["threads"])
-    queue.put(matmul_peak(torch.device("cpu"), getattr(torch, spec["dtype"]), spec["n"]))
+    queue.put(matmul_peak(torch.device("cpu"), getattr(torch, spec["dtype"]), spec["n"],
+                          repeats=10))
 
 
 def in_child(target: Callable, spec: dict):
