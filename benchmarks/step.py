@@ -1,7 +1,7 @@
 """Benchmark: one Switch-KD training step on CPU, pass by pass, against FLOPs and matmul peak.
 
     python -m benchmarks.step                        # default + large presets, fp32 + bf16,
-                                                     # 2 threads, about 10 minutes
+                                                     # 2 threads, about 6 minutes
     python -m benchmarks.step --quick                # tiny preset, small batch, seconds (tested)
     python -m benchmarks.step --threads 1 --presets default --precisions bf16 --json /tmp/s.json
 
@@ -376,7 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--answer-len", type=int, default=None,
                         help="answer tokens per row (default 16, quick 4)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 3, quick 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed steps (default 5, quick 1)")
     parser.add_argument("--peak-n", type=int, default=None, help="matmul side (2048, quick 256)")
     args = parser.parse_args(argv)
     presets = (args.presets or ("tiny" if args.quick else "default,large")).split(",")
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
     shape = dict(batch=args.batch or (4 if args.quick else 32),
                  seq=args.seq or (40 if args.quick else 128),
                  answer_len=args.answer_len or (4 if args.quick else 16))
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     peak_n = args.peak_n or (256 if args.quick else 2048)
 
     def measure_peaks(when: str) -> dict[str, float]:
