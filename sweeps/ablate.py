@@ -50,18 +50,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
-import ray.train
 from ray import tune
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from analysis.schema import ITEM_COLUMNS, to_frame, validate
 from switchkd.config import Config, ConfigError, to_flat_dict, valid_keys, with_overrides
 from switchkd.presets import PRESETS, get_preset
-from sweeps.driver import TrialError, TrialPlan, failure_message
+from sweeps.driver import TEST_ITEMS_FILE, TrialPlan, train_driver_fn
 from sweeps.export import (FINAL_STATES, HISTORY_FILE, MANIFEST, REPORTS, TRIALS_FILE, _empty,
                            experiment_trials, read_manifest, read_reports, report_fields,
                            rows_for_trial, write_parquet)
@@ -76,7 +72,6 @@ TOP_LEVEL = ("study", "question", "preset", "metric", "mode", "seeds", "baseline
 SMOKE_FIELDS = ("preset", "seeds", "variants", "max_concurrent_trials", "overrides")
 # Set per cell by the grid: a variant or shared override may not fix them.
 GRID_KEYS = ("run.seed",)
-TEST_ITEMS_FILE = "test_items.json"
 ITEMS_FILE = "items.parquet"
 KIND = "ablation"
 
@@ -454,7 +449,7 @@ def run_ablation(ablation: Ablation, results_dir: str, *, cache_dir: str, resume
                          cpus_per_worker=ablation.cpus_per_worker,
                          gpus_per_worker=ablation.gpus_per_worker,
                          max_failures=ablation.max_failures,
-                         keep_checkpoints=ablation.keep_checkpoints)
+                         keep_checkpoints=ablation.keep_checkpoints, score_test=True)
         variants = dict(manifest["variants"])
 
         # 1. An interrupted experiment: finish its cells (same trial ids, from checkpoints).
@@ -522,7 +517,7 @@ def finished_cells(results_dir: str, experiments: Sequence[str]) -> set[tuple[st
 
 def _trainable(plan: TrialPlan, variants: Mapping[str, Mapping[str, Any]]):
     return tune.with_resources(
-        tune.with_parameters(ablation_driver_fn, plan=plan, variants=dict(variants)),
+        tune.with_parameters(train_driver_fn, plan=plan, variants=dict(variants)),
         driver_resources())
 
 
@@ -560,81 +555,6 @@ def restore_ablation_tuner(plan: TrialPlan, variants: Mapping[str, Mapping[str, 
                               _trainable(plan, variants),
                               resume_unfinished=True, resume_errored=False,
                               restart_errored=False)
-
-
-# ------------------------------------------------------------------------------------------
-# Inside Ray: the trial driver and its Train workers
-# ------------------------------------------------------------------------------------------
-
-
-def ablation_driver_fn(config: dict[str, Any], plan: TrialPlan,
-                       variants: Mapping[str, Mapping[str, Any]]) -> None:
-    """A Tune trial: one TorchTrainer for cell ``config = {"variant", "run.seed"}``.
-
-    As ``sweeps.driver.train_driver_fn`` (same Train run naming, failure handling and
-    reporting), with the variant's overrides (``variants[name]``) and the test-scoring worker.
-
-    Raises:
-        TrialError: the training failed; the message is rank 0's exception.
-    """
-    trial_id = tune.get_context().get_trial_id()
-    overrides = {**plan.overrides, **variants[config["variant"]],
-                 "run.seed": config["run.seed"]}
-    gpus = {"GPU": plan.gpus_per_worker} if plan.gpus_per_worker else {}
-    trainer = TorchTrainer(
-        ablation_fn_per_worker,
-        train_loop_config={"preset": plan.preset, "overrides": overrides},
-        scaling_config=ScalingConfig(
-            num_workers=plan.num_workers, use_gpu=plan.gpus_per_worker > 0,
-            resources_per_worker={"CPU": plan.cpus_per_worker, **gpus}),
-        run_config=ray.train.RunConfig(
-            name=f"{plan.study}-{trial_id}", storage_path=plan.train_storage,
-            failure_config=FailureConfig(max_failures=plan.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=plan.keep_checkpoints),
-            callbacks=[TuneReportCallback()], logging_config=LoggingConfig(log_level="WARNING")),
-    )
-    try:
-        trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        raise TrialError(failure_message(err)) from None
-
-
-def ablation_fn_per_worker(config: dict[str, Any]) -> None:
-    """A Ray Train worker: ``switchkd.train.train`` as in ``sweeps.driver``, and at the last
-    step rank 0 scores the final student on the test split before reporting it.
-
-    The test metrics join the final report; the per-item scores are written into the final
-    checkpoint folder (``test_items.json``), which Ray Train persists with it.
-    """
-    # Imported here: the trial driver and the ablation process never need torch for this.
-    from switchkd.train import evaluate_run, prepare, train
-
-    cfg = with_overrides(get_preset(config["preset"]), config["overrides"])
-    provenance = prepare(cfg)
-    start = time.perf_counter()
-
-    def report(metrics: dict[str, Any], checkpoint_dir: Optional[str]) -> None:
-        payload = {**metrics, **provenance}
-        payload.setdefault("wall_s", time.perf_counter() - start)
-        if checkpoint_dir is None:
-            ray.train.report(payload)
-            return
-        if metrics.get("step") == cfg.train.max_steps:
-            # checkpoint_dir is valid until this returns: score it now. Not counted in wall_s
-            # (the training cost), which train() measured before calling report.
-            scores, records = evaluate_run(cfg, checkpoint_dir, split="test")
-            payload.update(scores)
-            with open(os.path.join(checkpoint_dir, TEST_ITEMS_FILE), "w") as f:
-                json.dump([{"task": r["task"], "index": r["index"], "score": r["score"]}
-                           for r in records], f)
-        ray.train.report(payload, checkpoint=Checkpoint.from_directory(checkpoint_dir))
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        train(cfg, report=report)
-    else:
-        with checkpoint.as_directory() as directory:
-            train(cfg, report=report, resume_from=directory)
 
 
 # ------------------------------------------------------------------------------------------

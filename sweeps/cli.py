@@ -229,7 +229,8 @@ def sweep_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def demo_main(argv: Optional[Sequence[str]] = None) -> int:
     """``make demo``: prepare the default preset's data and teacher (with progress), run
-    ``search_spaces/default.yaml``, print the best trial and where the results are.
+    ``search_spaces/default.yaml``, print the best trial, then write the report (tables and
+    figures) and export the best student as a Hugging Face folder.
 
     Idempotent: a second run finds the finished study in ``--results`` and only reports it."""
     parser = argparse.ArgumentParser(prog="switchkd demo", description=demo_main.__doc__)
@@ -239,7 +240,22 @@ def demo_main(argv: Optional[Sequence[str]] = None) -> int:
     args.resume = True
     start = time.perf_counter()
     code = run(args, space_path=DEMO_SPACE)
+    if code == 0:
+        code = publish_demo(os.path.abspath(args.results))
     print(f"[demo] finished in {time.perf_counter() - start:.0f} s", flush=True)
+    return code
+
+
+def publish_demo(results: str) -> int:
+    """``switchkd report`` and ``switchkd export`` on the demo's results folder."""
+    from analysis.report import report_main
+    from sweeps.publish import export_main
+
+    report, student = os.path.join(results, "report"), os.path.join(results, "best_student")
+    code = report_main([results, "--out", report]) or export_main([results, "--out", student])
+    if code == 0:
+        print(f"[demo] report: {report}/report.md (and report.html, figures)\n"
+              f"[demo] best student (transformers from_pretrained folder): {student}", flush=True)
     return code
 
 

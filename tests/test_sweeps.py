@@ -205,6 +205,26 @@ def test_trials_stopped_by_the_scheduler_free_their_cpus(ray_session, tmp_path, 
     assert ray_session.available_resources().get("CPU", 0) == 2
 
 
+@pytest.mark.ray
+def test_demo_smoke_reports_and_exports_the_best_student(ray_session, tmp_path, cache_dir):
+    """`switchkd demo --smoke`: the demo's sweep on tiny, then its report and exported student;
+    a second call only reports the finished study."""
+    from transformers import LlavaForConditionalGeneration
+
+    from sweeps.cli import demo_main
+
+    results = tmp_path / "demo"
+    args = ["--smoke", "--results", str(results), "--cache-dir", cache_dir]
+    assert demo_main(args) == 0
+    assert len(_trials(str(results))) == 2
+    assert "| " in (results / "report" / "report.md").read_text()
+    assert any(p.suffix == ".png" and p.stat().st_size > 0 for p in (results / "report").iterdir())
+    student = LlavaForConditionalGeneration.from_pretrained(results / "best_student")
+    assert student.config.text_config.vocab_size > 0
+    assert demo_main(args) == 0                        # nothing left to run
+    assert len(_trials(str(results))) == 2
+
+
 # ------------------------------------------------------------------------------------------
 # ray start + ray job submit (a second, separate cluster in subprocesses)
 # ------------------------------------------------------------------------------------------
