@@ -108,8 +108,9 @@ def importances(table: pd.DataFrame, *, title: str, path: str) -> str:
     table = table.iloc[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(table) + 1.6))
     colors = [_color(0) if kind == "spearman" else _color(2) for kind in table["kind"]]
-    ax.barh(table["param"], table["importance"], color=colors)
-    ax.set_xlim(0, 1)
+    bars = ax.barh(table["param"], table["importance"], color=colors)
+    ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
+    ax.set_xlim(0, 1.08)
     ax.set_xlabel("importance: |Spearman rho| (blue) or eta of ranks (green)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)

@@ -72,7 +72,8 @@ from switchkd.data.batch import Batch
 from switchkd.losses import ce_loss
 from switchkd.models.build import build_vlm, copy_vision_encoder, freeze
 from switchkd.presets import default, tiny
-from switchkd.step import distill_step, distillation_loss, kd_positions, switch_rows
+from switchkd.step import (distill_step, distillation_loss, kd_positions, switch_logits,
+                           switch_rows)
 from switchkd.train import make_optimizer
 
 VOCAB = 1024
@@ -190,10 +191,9 @@ class Case:
             start = time.perf_counter()
             rows = switch_rows(len(b), cfg.switch_ratio, self.generator)  # (b,)
             vis_leaf = out.vision_features.detach().requires_grad_()  # (B, N, D_vis)
-            with self.autocast():  # the switch pass, as switchkd.step._switch_logits
-                sw_logits = self.teacher.lm_logits(
-                    b.input_ids[rows], self.teacher.project(vis_leaf[rows]),
-                    b.attention_mask[rows])  # (b, T, V)
+            with self.autocast():  # the switch pass of distill_step
+                sw_logits = switch_logits(self.teacher, vis_leaf[rows], b.input_ids[rows],
+                                          b.attention_mask[rows])  # (b, T, V)
             t["switch"] = time.perf_counter() - start
 
         start = time.perf_counter()

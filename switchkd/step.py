@@ -138,8 +138,8 @@ def distill_step(student: torch.nn.Module, teacher: VLM | None, batch: Batch, cf
             loss = loss + cfg.align_weight * align
         if use_vsd:
             rows = switch_rows(len(batch), cfg.switch_ratio, generator).to(s_logits.device)
-            sw_logits = _switch_logits(teacher, out.vision_features[rows], batch.input_ids[rows],
-                                       batch.attention_mask[rows], teacher_checkpointing)
+            sw_logits = switch_logits(teacher, out.vision_features[rows], batch.input_ids[rows],
+                                      batch.attention_mask[rows], teacher_checkpointing)
             if cached:  # rows are sorted, so the kept positions stay in row-major order
                 of_switch_row = torch.isin(mask.nonzero()[:, 0], rows)  # (n,)
                 vsd = distillation_loss(sw_logits[:, :-1][mask[rows]], t_answer[of_switch_row],
@@ -177,9 +177,10 @@ def _checked_cache_rows(teacher_answer_logits: torch.Tensor, mask: torch.Tensor,
     return teacher_answer_logits
 
 
-def _switch_logits(teacher: VLM, student_vision: torch.Tensor, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-    """``L_T(P_T(V_S(x)))`` with autograd on (the teacher's weights are frozen, not the graph).
+def switch_logits(teacher: VLM, student_vision: torch.Tensor, input_ids: torch.Tensor,
+                  attention_mask: torch.Tensor, use_checkpoint: bool = False) -> torch.Tensor:
+    """The switch pass ``L_T(P_T(V_S(x)))`` (METHOD.md section 2) with autograd on: the
+    teacher's weights are frozen, not the graph, so only ``V_S`` receives a gradient.
 
     Shapes: student_vision (b, N, D_vis), input_ids (b, T) -> (b, T, V).
     """

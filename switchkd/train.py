@@ -31,7 +31,7 @@ from switchkd.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from switchkd.config import Config, to_flat_dict
 from switchkd.data.collate import Collator
 from switchkd.data.source import DataBundle, load_data
-from switchkd.data.tokenizer import image_token_id, vocabulary_fingerprint
+from switchkd.data.tokenizer import image_token_id
 from switchkd.evaluation.evaluate import evaluate
 from switchkd.losses import ce_loss
 from switchkd.models.build import (build_vlm, check_pair, copy_vision_encoder, freeze, load_vlm)
@@ -400,7 +400,7 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
                     try:
                         out = distill_step(model, teacher, batch, cfg.loss, generator=generator,
                                            teacher_checkpointing=cfg.train.teacher_activation_checkpointing,
-                                           diagnostics=(state.step + 1) % cfg.train.log_every == 0,
+                                           diagnostics=_logs_after(state.step + 1, cfg),
                                            teacher_answer_logits=cached)
                     except ValueError as err:  # the losses reject non-finite logits
                         if "non-finite" not in str(err):
@@ -430,7 +430,7 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
         state.counters["train_s"] += time.perf_counter() - step_start
 
         # --- logging (the only .item() calls) ---
-        if state.step % cfg.train.log_every == 0 or state.step == cfg.train.max_steps:
+        if _logs_after(state.step, cfg):
             last_train = {f"train/{k}": (v / counts[k]).item() for k, v in sums.items()}
             last_train["train/lr"] = scheduler.get_last_lr()[0]
             sums, counts = {}, {}
@@ -473,6 +473,11 @@ def _result(cfg: Config, provenance: dict[str, Any], metrics: dict[str, Any],
         **{f"cfg.{k}": v for k, v in to_flat_dict(cfg).items()},
         **metrics, "wall_s": wall_s,
     }
+
+
+def _logs_after(step: int, cfg: Config) -> bool:
+    """Whether training logs after ``step`` (1-based): every ``log_every`` steps and at the end."""
+    return step % cfg.train.log_every == 0 or step == cfg.train.max_steps
 
 
 def _on_any_rank(flag: bool, world: int, device: torch.device) -> bool:

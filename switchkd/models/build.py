@@ -11,7 +11,7 @@ from torch import nn
 from transformers import (LlavaConfig, LlavaForConditionalGeneration, Qwen2Config,
                           SiglipVisionConfig)
 
-from switchkd.config import ModelConfig, VLMConfig
+from switchkd.config import VLMConfig
 from switchkd.models.vlm import VLM
 
 

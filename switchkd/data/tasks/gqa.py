@@ -115,7 +115,6 @@ def train_example(rng: random.Random, ctx: Context) -> TrainExample:
     rels = relation(a_obj, b, MARGIN)
     if rels:
         rel = rng.choice(rels)
-        pair = ("left", "right") if rel in ("left", "right") else ("above", "below")
         qas.append((f"Is the {a_obj.shape} {PHRASE[rel]} the {b.shape}?", "yes"))
         qas.append((f"Is the {a_obj.shape} {PHRASE[OPPOSITE[rel]]} the {b.shape}?", "no"))
         qas = [qas[0], rng.choice(qas[1:])]
