@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -52,6 +51,7 @@ from typing import Any, Optional
 
 import torch
 
+from benchmarks import write_json
 from switchkd.config import Config, LossConfig, with_overrides
 from switchkd.data.source import DataBundle, load_data
 from switchkd.data.tokenizer import image_token_id
@@ -62,6 +62,7 @@ from switchkd.step import distill_step
 from switchkd.teacher_cache import TeacherCache, build_teacher_cache
 from switchkd.train import (_collator, autocast, batch_indices, build_student, load_teacher,
                             make_optimizer, prepare, resolve_device)
+
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "cache.json"
@@ -345,9 +346,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         build=build, steps=step_results, fidelity=fidelity, goals=goals,
     )
     print(format_tables(result), flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(result, args.json)
     return result
 
 

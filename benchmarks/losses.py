@@ -15,7 +15,6 @@ None (every token counts). Linux only (fork, ``ru_maxrss`` in KiB).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import platform
 import resource
@@ -25,7 +24,9 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import write_json
 from switchkd.losses import dbild_loss, kl_loss
+
 
 FULL_CASES = [
     dict(N=2048, V=151936, window=64, k_max=32),
@@ -117,9 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
                   repeats=repeats, temperature=TEMPERATURE, quick=args.quick),
         cases=rows,
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(result, args.json)
     return result
 
 

@@ -54,7 +54,6 @@ Linux only.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import platform
 import resource
@@ -66,6 +65,7 @@ from typing import Callable
 
 import torch
 
+from benchmarks import write_json
 from benchmarks.gpu_step import TextDims, VisionDims, matmul_peak, step_flops
 from switchkd.config import Config, with_overrides
 from switchkd.data.batch import Batch
@@ -75,6 +75,7 @@ from switchkd.presets import default, tiny
 from switchkd.step import (distill_step, distillation_loss, kd_positions, switch_logits,
                            switch_rows)
 from switchkd.train import make_optimizer
+
 
 VOCAB = 1024
 IMAGE_TOKEN_ID = 4
@@ -434,9 +435,7 @@ def main(argv: list[str] | None = None) -> dict:
                   matmul_peak_samples={p: [first[p], last[p]] for p in precisions}, **shape,
                   presets={p: preset_dims(p) for p in presets}),
         rows=rows, summary=summary, goals=targets)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(result, args.json)
     return result
 
 
