@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from sweeps.cli import configure_environment, connect_ray
+from sweeps.cli import configure_environment, finished_or_interrupted, ray_connection
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,26 +76,17 @@ def ablate_main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"[ablate] {ablation.study!r}: {len(ablation.variants)} variants x "
           f"{len(ablation.seeds)} seeds {list(ablation.seeds)} on preset {ablation.preset!r} "
           f"-> {results}", flush=True)
-    started = connect_ray(args.num_cpus, worker_env)
     try:
-        outcome = run_ablation(ablation, results, cache_dir=cache_dir, resume=args.resume,
-                               git_sha=git_sha())
+        with ray_connection(args.num_cpus, worker_env):
+            outcome = run_ablation(ablation, results, cache_dir=cache_dir, resume=args.resume,
+                                   git_sha=git_sha())
     except SweepError as err:
         print(f"ablate: {err}", file=sys.stderr)
         return 2
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     summarize(outcome.trials_path, ablation.metric)
     print(f"[ablate] report: switchkd report {results} --out {os.path.join(results, 'report')}",
           flush=True)
-    if outcome.unfinished:
-        print(f"[ablate] interrupted: {outcome.unfinished} trial(s) unfinished; continue with the "
-              f"same command plus --resume", flush=True)
-        return 1
-    return 0
+    return finished_or_interrupted("ablate", outcome.unfinished)
 
 
 def summarize(trials_path: str, metric: str) -> None:

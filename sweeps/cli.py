@@ -13,12 +13,13 @@ existing cluster when ``RAY_ADDRESS`` is set (as inside ``ray job submit``). Thi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 # Read by Ray/torch when their processes start: set before anything imports ray or torch.
 ENV_DEFAULTS = {
@@ -172,24 +173,37 @@ def run(args: argparse.Namespace, *, space_path: str) -> int:
     cache_dir = os.path.abspath(args.cache_dir or space.base_config().run.cache_dir)
     print(f"[sweep] study {space.study!r} ({space.num_samples} trials, preset {space.preset!r}, "
           f"{space.workers_per_trial} worker(s) per trial) -> {results}", flush=True)
-    started = connect_ray(args.num_cpus, worker_env)
     try:
-        outcome = run_sweep(space, results, cache_dir=cache_dir, resume=args.resume,
-                            git_sha=git_sha())
+        with ray_connection(args.num_cpus, worker_env):
+            outcome = run_sweep(space, results, cache_dir=cache_dir, resume=args.resume,
+                                git_sha=git_sha())
     except SweepError as err:
         print(f"sweeps: {err}", file=sys.stderr)
         return 2
+    summarize(outcome, space.metric, space.mode)
+    return finished_or_interrupted("sweep", outcome.unfinished)
+
+
+@contextlib.contextmanager
+def ray_connection(num_cpus: Optional[int], worker_env: dict[str, str]) -> Iterator[None]:
+    """``connect_ray`` for the block; shuts Ray down after it if this call connected."""
+    started = connect_ray(num_cpus, worker_env)
+    try:
+        yield
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    summarize(outcome, space.metric, space.mode)
-    if outcome.unfinished:
-        print(f"[sweep] interrupted: {outcome.unfinished} trial(s) unfinished; continue with the "
-              f"same command plus --resume", flush=True)
-        return 1
-    return 0
+
+
+def finished_or_interrupted(tag: str, unfinished: int) -> int:
+    """0 when every trial finished; else say how to continue and return 1."""
+    if not unfinished:
+        return 0
+    print(f"[{tag}] interrupted: {unfinished} trial(s) unfinished; continue with the same "
+          f"command plus --resume", flush=True)
+    return 1
 
 
 def summarize(outcome: Any, metric: str, mode: str) -> Optional[dict[str, Any]]:
