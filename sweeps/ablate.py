@@ -64,7 +64,8 @@ from sweeps.export import (FINAL_STATES, HISTORY_FILE, MANIFEST, REPORTS, TRIALS
 from sweeps.space import (SMOKE_DEFAULTS, SpaceError, _check_key, _closest, _is_number,
                           _overrides, _Where, _yaml_float_hint, read_yaml_mapping)
 from sweeps.tuner import (ProgressPrinter, ReportLog, SweepError, SweepOutcome, _comparable,
-                          _count, _exclusive, driver_resources, write_json_atomic)
+                          _count, _exclusive, driver_resources, trial_plan,
+                          write_json_atomic)
 
 TOP_LEVEL = ("study", "question", "preset", "metric", "mode", "seeds", "baseline",
              "max_concurrent_trials", "workers_per_trial", "resources", "max_failures",
@@ -443,13 +444,7 @@ def run_ablation(ablation: Ablation, results_dir: str, *, cache_dir: str, resume
             manifest["provenance"][variant] = prepare(
                 ablation.trial_config(variant, ablation.seeds[0]))
         write_json_atomic(manifest, os.path.join(results_dir, MANIFEST))
-        plan = TrialPlan(study=ablation.study, preset=ablation.preset, overrides=overrides,
-                         train_storage=os.path.join(results_dir, "ray", "train"),
-                         num_workers=ablation.workers_per_trial,
-                         cpus_per_worker=ablation.cpus_per_worker,
-                         gpus_per_worker=ablation.gpus_per_worker,
-                         max_failures=ablation.max_failures,
-                         keep_checkpoints=ablation.keep_checkpoints, score_test=True)
+        plan = trial_plan(ablation, overrides, results_dir, score_test=True)
         variants = dict(manifest["variants"])
 
         # 1. An interrupted experiment: finish its cells (same trial ids, from checkpoints).

@@ -211,12 +211,14 @@ def _comparable(overrides: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if k != "run.cache_dir"}
 
 
-def _plan(space: SearchSpace, overrides: dict[str, Any], results_dir: str) -> TrialPlan:
+def trial_plan(space: Any, overrides: dict[str, Any], results_dir: str, *,
+               score_test: bool = False) -> TrialPlan:
+    """The TrialPlan of a SearchSpace or an Ablation (both carry the same resource fields)."""
     return TrialPlan(study=space.study, preset=space.preset, overrides=overrides,
                      train_storage=os.path.join(results_dir, "ray", "train"),
                      num_workers=space.workers_per_trial, cpus_per_worker=space.cpus_per_worker,
                      gpus_per_worker=space.gpus_per_worker, max_failures=space.max_failures,
-                     keep_checkpoints=space.keep_checkpoints)
+                     keep_checkpoints=space.keep_checkpoints, score_test=score_test)
 
 
 # ------------------------------------------------------------------------------------------
@@ -277,7 +279,7 @@ def run_sweep(space: SearchSpace, results_dir: str, *, cache_dir: str, resume: b
               flush=True)
         manifest["provenance"] = prepare(space.base_config())
         write_json_atomic(manifest, os.path.join(results_dir, MANIFEST))
-        plan = _plan(space, overrides, results_dir)
+        plan = trial_plan(space, overrides, results_dir)
 
         # 1. An interrupted experiment: finish its trials (same trial ids, from checkpoints).
         names = [e["name"] for e in manifest["experiments"]]
