@@ -113,8 +113,9 @@ class Ablation:
         return with_overrides(get_preset(self.preset), self.overrides)
 
     def cells(self) -> list[tuple[str, int]]:
-        """Every (variant, seed) of the grid, variants in file order."""
-        return [(v, s) for v in self.variants for s in self.seeds]
+        """Every (variant, seed) of the grid, seed by seed (variants in file order within a
+        seed), so a study stopped part-way holds whole seeds: paired comparisons stay possible."""
+        return [(v, s) for s in self.seeds for v in self.variants]
 
     def for_smoke(self) -> "Ablation":
         """The ``--smoke`` variant: the file's ``smoke:`` block (default: the tiny preset, one
