@@ -7,7 +7,7 @@ grouped by variant or branch and drawn. Each function writes one PNG and returns
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -41,13 +41,14 @@ def _save(fig: plt.Figure, path: str) -> str:
 
 
 def ablation_bars(summary: pd.DataFrame, seeds: pd.DataFrame, *, ylabel: str, title: str,
-                  path: str) -> str:
+                  path: str, references: Optional[dict[str, float]] = None) -> str:
     """One bar per variant (mean over seeds) with its 95% CI as error bars and each seed as a
     dot; the baseline bar is hatched. Colours follow ``summary``'s order, as in the other
     figures of the table.
 
     ``summary``: columns variant, mean, low, high (NaN: no interval), baseline (bool), in the
-    order to draw. ``seeds``: columns variant, value (one row per trial).
+    order to draw. ``seeds``: columns variant, value (one row per trial). ``references``: name
+    -> value, drawn as labelled dashed lines (e.g. the teacher, a blind baseline).
     """
     fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(summary) + 3), 4.2))
     x = np.arange(len(summary))
@@ -70,6 +71,9 @@ def ablation_bars(summary: pd.DataFrame, seeds: pd.DataFrame, *, ylabel: str, ti
         jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
         ax.scatter(i + jitter[:len(values)], values, color="black", s=14, zorder=4,
                    label="seeds" if i == 0 else None)
+    for j, (name, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color="black" if j == 0 else BASELINE_COLOR, ls="--", lw=1,
+                   zorder=1, label=f"{name} ({value:.1f})")
     rotate = len(summary) > 3
     ax.set_xticks(x, summary["variant"], rotation=30 if rotate else 0,
                   ha="right" if rotate else "center")

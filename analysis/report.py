@@ -27,6 +27,7 @@ import argparse
 import base64
 import datetime
 import html
+import json
 import math
 import os
 import re
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
+from analysis.paper import PAPER_BASELINE, PAPER_METHOD, direction, paper_delta
 from analysis.load import load_results
 from analysis.stats import paired_bootstrap, param_importance, pareto_front, seed_bootstrap_ci
 
@@ -132,6 +134,8 @@ class Table:
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     deltas: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    references: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> column -> %
+    paper_variant: Optional[str] = None      # compared with the paper's Table 1 deltas
 
     @property
     def title(self) -> str:
@@ -188,6 +192,63 @@ def _pick_split(rows: pd.DataFrame) -> str:
         if f"test/{name}" in rows.columns and rows[f"test/{name}"].notna().all():
             return "test"
     return "val"
+
+
+class ReportError(ValueError):
+    """A report input that cannot be used (a bad or mismatched reference file)."""
+
+
+@dataclass
+class Reference:
+    """Scores of one model that is not a trial (the teacher, a blind baseline), from the JSON
+    ``switchkd eval`` / ``switchkd teacher --eval`` write: flat ``<split>/<metric>`` keys plus
+    ``split`` and ``data_fingerprint``."""
+
+    name: str
+    path: str
+    split: str
+    data_fingerprint: str
+    metrics: dict[str, float]
+
+
+def load_reference(spec: str) -> Reference:
+    """``NAME=FILE`` -> the Reference; errors name the file and what is wrong with it."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ReportError(f"--reference {spec!r}: expected NAME=FILE, e.g. "
+                          f"teacher=results/teacher_test.json")
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ReportError(f"--reference {name}: cannot read {path}: {err}") from err
+    missing = [k for k in ("split", "data_fingerprint") if k not in record]
+    if not isinstance(record, dict) or missing:
+        raise ReportError(f"--reference {name}: {path} is not a `switchkd eval` result "
+                          f"(missing {missing})")
+    split = record["split"]
+    metrics = {k[len(split) + 1:]: float(v) for k, v in record.items()
+               if k.startswith(f"{split}/") and isinstance(v, (int, float))}
+    return Reference(name, path, split, str(record["data_fingerprint"]), metrics)
+
+
+def attach_references(tables: Sequence[Table], references: Sequence[Reference]) -> None:
+    """Give each filled table the references scored on its data and split; a reference that
+    fits no table is an error (it would silently be missing from the report)."""
+    for ref in references:
+        fits = [t for t in tables if t.data_fingerprint == ref.data_fingerprint]
+        if not fits:
+            raise ReportError(
+                f"--reference {ref.name}: {ref.path} was scored on data {ref.data_fingerprint}, "
+                f"but the results are on data "
+                f"{', '.join(sorted({t.data_fingerprint for t in tables}))}")
+        for table in fits:
+            if ref.split != table.split:
+                table.notes.append(f"reference {ref.name!r} is on the {ref.split} split, this "
+                                   f"table on {table.split}; it is left out here")
+                continue
+            table.references[ref.name] = {c: ref.metrics[c] for c in table.columns
+                                          if c in ref.metrics}
 
 
 def fill_table(table: Table, items: pd.DataFrame, *, baseline: Optional[str],
@@ -343,11 +404,15 @@ def table_figures(table: Table, history: pd.DataFrame, out_dir: str,
     metric = table.metric(table.headline)
     seeds = pd.DataFrame({"variant": rows["variant"], "value": rows[metric]})
     if table.ablation:
+        lines = {name: scores[table.headline] for name, scores in table.references.items()
+                 if table.headline in scores}
         path = plots.ablation_bars(table.summary, seeds, ylabel=label,
                                    title=f"{table.study}: {label} by variant",
-                                   path=os.path.join(out_dir, f"{tag}_bars.png"))
+                                   path=os.path.join(out_dir, f"{tag}_bars.png"),
+                                   references=lines)
         figures.append((f"{table.study}: {label} per variant, mean over seeds with the 95% "
-                        f"bootstrap CI (black) and each seed (dots); hatched = baseline", path))
+                        f"bootstrap CI (black) and each seed (dots); hatched = baseline"
+                        + ("; dashed lines: " + ", ".join(lines) if lines else ""), path))
 
     usable = rows.dropna(subset=[metric])
     if len(usable) >= 2:
@@ -479,9 +544,13 @@ def table_blocks(table: Table) -> list[tuple[str, list[str], list[list[str]], st
     main = [[(f"{v} (baseline)" if v == table.baseline else v),
              str(table.stats[v, table.headline]["n"]),
              *(_cell(table.stats[v, c]) for c in table.columns)] for v in table.variants]
+    main += [[f"{name} (reference)", "–", *(_num(scores.get(c, math.nan)) for c in table.columns)]
+             for name, scores in table.references.items()]
     blocks = [(f"{split} results (%, mean ± std over seeds)", header, main,
                "Columns as in the paper's Table 1: the ten MiniVL-10 tasks, "
-               f"{LABELS[table.headline]}, then the five group averages.")]
+               f"{LABELS[table.headline]}, then the five group averages."
+               + (" Reference rows are single models scored on the same split (not trials; no "
+                  "seeds): " + ", ".join(table.references) + "." if table.references else ""))]
 
     head = LABELS[table.headline]
     s_header = ["Variant", "n", head, "95% CI (seeds)", "wall s", "teacher passes"]
@@ -510,6 +579,8 @@ def table_blocks(table: Table) -> list[tuple[str, list[str], list[list[str]], st
                    "per-item 0-100 scores, which equal the task metric except for MME "
                    "(acc + acc+) and POPE (F1). Two-sided p of the sign of the difference."))
 
+    if table.paper_variant is not None:
+        blocks.append(_paper_block(table))
     if table.baseline is not None and len(table.variants) > 1:
         d_rows = []
         for v in table.variants[1:]:
@@ -523,6 +594,25 @@ def table_blocks(table: Table) -> list[tuple[str, list[str], list[list[str]], st
                        f"{SIGNIFICANCE})", ["Variant", *(LABELS[c] for c in table.columns)],
                        d_rows, ""))
     return blocks
+
+
+def _paper_block(table: Table) -> tuple[str, list[str], list[list[str]], str]:
+    """The paper's Switch-KD - TinyLLaVA deltas next to ours (``analysis.paper``)."""
+    variant, rows = table.paper_variant, []
+    for column in table.columns:
+        paper = paper_delta(column)
+        if math.isnan(paper):
+            continue
+        ours = table.deltas[variant, column]
+        ci = "–" if math.isnan(ours["low"]) else f"[{_signed(ours['low'])}, {_signed(ours['high'])}]"
+        rows.append([LABELS[column], _signed(paper), _signed(ours["delta"]), ci,
+                     direction(paper, ours)])
+    return (f"Side by side with the paper's Table 1: {PAPER_METHOD} - {PAPER_BASELINE} vs "
+            f"{variant} - {table.baseline}",
+            ["Column", "paper Δ", "ours Δ", "ours Δ 95% CI (paired)", "direction"], rows,
+            "The paper's numbers are single runs on the real benchmarks at 0.5B scale; ours are "
+            "MiniVL-10 means over seeds. Only the direction is comparable: 'same' when our "
+            "paired CI lies on the paper's side of 0.")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -560,7 +650,8 @@ class Report:
 
 
 def build_report(paths: Sequence[str], out_dir: str, *, baseline: Optional[str] = None,
-                 num_samples: int = 10_000, seed: int = 0) -> Report:
+                 num_samples: int = 10_000, seed: int = 0,
+                 references: Sequence[str] = (), paper_variant: Optional[str] = None) -> Report:
     """Load the results, compute the tables, draw the figures, write report.md/.html.
 
     Args:
@@ -569,7 +660,12 @@ def build_report(paths: Sequence[str], out_dir: str, *, baseline: Optional[str] 
         baseline: the variant every other is compared with (default: the first variant of
             each ablation table, which ``switchkd ablate`` puts first: the file's baseline).
         num_samples, seed: of every bootstrap (a report is reproducible bit for bit).
+        references: ``NAME=FILE`` specs of ``switchkd eval`` JSON files (the teacher, a blind
+            baseline), shown as extra rows of every table on the same data and split.
+        paper_variant: the variant whose deltas to the baseline are set next to the paper's
+            Switch-KD - TinyLLaVA deltas (``analysis.paper``), in every table that has it.
     """
+    refs = [load_reference(spec) for spec in references]
     results = load(paths)
     os.makedirs(out_dir, exist_ok=True)
     for name in os.listdir(out_dir):  # figures of an earlier report here would look current
@@ -577,6 +673,16 @@ def build_report(paths: Sequence[str], out_dir: str, *, baseline: Optional[str] 
             os.remove(os.path.join(out_dir, name))
     tables = [fill_table(t, results.items, baseline=baseline, num_samples=num_samples, seed=seed)
               for t in split_tables(results.trials)]
+    attach_references(tables, refs)
+    if paper_variant is not None:
+        usable = [t for t in tables if t.baseline not in (None, paper_variant)
+                  and paper_variant in t.variants]
+        if not usable:
+            raise ReportError(f"--paper {paper_variant}: no table has that variant next to a "
+                              f"baseline (variants: "
+                              f"{sorted({v for t in tables for v in t.variants})})")
+        for table in usable:
+            table.paper_variant = paper_variant
     figures_by_table = []
     for i, table in enumerate(tables):
         tag = _slug(f"fig{i + 1}_{table.study}")
@@ -663,13 +769,19 @@ def report_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", required=True, help="folder for report.md, report.html, PNGs")
     parser.add_argument("--baseline", help="variant to compare every other with (default: each "
                         "ablation's baseline, listed first)")
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME=FILE",
+                        help="a `switchkd eval` JSON shown as an extra row, e.g. "
+                        "teacher=TEACHER_DIR/eval_test.json (repeatable)")
+    parser.add_argument("--paper", metavar="VARIANT", help="set VARIANT - baseline next to the "
+                        "paper's Switch-KD - TinyLLaVA deltas (Table 1), column by column")
     parser.add_argument("--bootstrap-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         report = build_report(args.results, args.out, baseline=args.baseline,
-                              num_samples=args.bootstrap_samples, seed=args.seed)
-    except FileNotFoundError as err:
+                              num_samples=args.bootstrap_samples, seed=args.seed,
+                              references=args.reference, paper_variant=args.paper)
+    except (FileNotFoundError, ReportError) as err:
         print(f"report: {err}", file=sys.stderr)
         return 2
     print(f"[report] {len(report.tables)} table(s), {len(report.figures)} figure(s): "

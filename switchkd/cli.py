@@ -1,7 +1,7 @@
 """Command line: ``switchkd <command> ...``.
 
     switchkd train   --preset tiny [--stage sft|distill] [--out DIR] [--resume CKPT] [key=value ...]
-    switchkd teacher --preset default [key=value ...]
+    switchkd teacher --preset default [--eval test [--blind] [--out FILE]] [key=value ...]
     switchkd eval    RUN_DIR|CHECKPOINT_DIR [--split test] [--tasks mme pope] [--blind] [--out FILE]
     switchkd data build --profile ci|default|full [--seed N] [--out DIR]
     switchkd sweep   SPACE.yaml [...]        (Ray; see `switchkd sweep --help`)
@@ -70,26 +70,61 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _teacher(args: argparse.Namespace) -> int:
+    from switchkd.models.build import load_vlm
     from switchkd.train import TEACHER_META, prepare, teacher_dir
 
     cfg = resolve_config(args.preset, args.overrides, "distill")
     info = prepare(cfg)
     directory = teacher_dir(cfg, info["data_fingerprint"])
     with open(os.path.join(directory, TEACHER_META)) as f:
-        print(json.dumps(json.load(f), indent=2))
+        record = json.load(f)
+    print(json.dumps(record, indent=2))
     print(f"[teacher] {directory}")
+    if args.eval:
+        out = args.out or os.path.join(
+            directory, f"eval_{args.eval}{'_blind' if args.blind else ''}.json")
+        _score(load_vlm(directory), cfg, source=directory, split=args.eval, blind=args.blind,
+               tasks=args.tasks, out=out, extra={"teacher_fingerprint": record["teacher_fingerprint"]})
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _score(model, cfg: Config, *, source: str, split: str, blind: bool,
+           tasks: Optional[Sequence[str]], out: str, extra: Optional[dict] = None,
+           bundle=None) -> dict:
+    """Score ``model`` on the split of ``cfg``'s data and write the metrics JSON to ``out``.
+
+    The JSON holds the flat ``<split>/<metric>`` keys of ``evaluate`` plus where they came
+    from (``source``, ``split``, ``blind``, ``data_fingerprint``), which ``switchkd report
+    --reference`` checks before it puts the scores next to a study's rows."""
     from switchkd.data.source import load_data
     from switchkd.evaluation.evaluate import evaluate
+    from switchkd.train import resolve_device
+
+    bundle = bundle or load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
+    rows = bundle.test if split == "test" else bundle.val
+    if tasks:
+        rows = rows.filter(lambda task: task in set(tasks), input_columns="task")
+    device = resolve_device(cfg.run.device)
+    metrics = evaluate(model.to(device), bundle.tokenizer, rows, device=str(device),
+                       split=split, blind=blind)
+    record = {"source": os.path.abspath(source), "split": split, "blind": blind,
+              "data_fingerprint": bundle.fingerprint, **(extra or {}), **metrics}
+    text = json.dumps(record, indent=2)
+    print(text)
+    with open(out, "w") as f:
+        f.write(text)
+    print(f"[eval] {out}", flush=True)
+    return record
+
+
+def _eval(args: argparse.Namespace) -> int:
     from switchkd.models.build import load_vlm
-    from switchkd.train import build_student, resolve_device
+    from switchkd.train import build_student
 
     path = args.path
     if os.path.isfile(os.path.join(path, "state.json")):  # a training checkpoint
         from switchkd.checkpoint import load_checkpoint
+        from switchkd.data.source import load_data
 
         with open(os.path.join(path, "state.json")) as f:
             cfg = with_overrides(Config(), json.load(f)["config"])
@@ -99,22 +134,15 @@ def _eval(args: argparse.Namespace) -> int:
     elif os.path.isfile(os.path.join(path, "config.yaml")):  # a run folder
         with open(os.path.join(path, "config.yaml")) as f:
             cfg = from_yaml(f.read())
-        bundle = load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
+        bundle = None
         model = load_vlm(os.path.join(path, "student"))
     else:
         raise SystemExit(f"{path} is neither a run folder (config.yaml) nor a checkpoint "
-                         f"(state.json)")
-    rows = bundle.test if args.split == "test" else bundle.val
-    if args.tasks:
-        rows = rows.filter(lambda task: task in set(args.tasks), input_columns="task")
-    device = resolve_device(cfg.run.device)
-    metrics = evaluate(model.to(device), bundle.tokenizer, rows, device=str(device),
-                       split=args.split, blind=args.blind)
-    text = json.dumps(metrics, indent=2)
-    print(text)
+                         f"(state.json); for a cached teacher use `switchkd teacher --preset P "
+                         f"--eval test`")
     out = args.out or os.path.join(path, f"eval_{args.split}{'_blind' if args.blind else ''}.json")
-    with open(out, "w") as f:
-        f.write(text)
+    _score(model, cfg, source=path, split=args.split, blind=args.blind, tasks=args.tasks, out=out,
+           bundle=bundle)
     return 0
 
 
@@ -140,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("teacher", help="train (or find cached) the teacher of a preset")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--eval", choices=("val", "test"), help="also score the teacher on a split")
+    p.add_argument("--tasks", nargs="*")
+    p.add_argument("--blind", action="store_true", help="with --eval: zero the image")
+    p.add_argument("--out", help="with --eval: JSON file (default: TEACHER_DIR/eval_<split>.json)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_teacher)
 

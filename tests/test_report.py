@@ -4,6 +4,7 @@ The fixture is written here with pandas: an ablation (2 variants x 3 seeds, ten 
 test scores), a study whose rows used two teachers and two data sets, and a small sweep.
 """
 
+import json
 import math
 import os
 
@@ -12,7 +13,9 @@ import pandas as pd
 import pytest
 
 from analysis import stats
-from analysis.report import TASK_GROUPS, TASKS, build_report, load, report_main, split_tables
+from analysis.paper import direction, paper_delta
+from analysis.report import (TASK_GROUPS, TASKS, ReportError, build_report, load, report_main,
+                             split_tables)
 from analysis.schema import ITEM_COLUMNS, to_frame, validate
 from switchkd.config import to_flat_dict
 from switchkd.presets import tiny
@@ -214,6 +217,77 @@ def test_report_files_and_markdown_table(ablation):
                      "fig1_abl_train_loss.png"]
     for _, path in report.figures:
         assert os.path.getsize(path) > 5000
+
+
+def _eval_json(path, per_task, *, data="data-A", split="test"):
+    """What `switchkd eval` / `switchkd teacher --eval` write: provenance + flat metrics."""
+    record = {"source": "teacher-dir", "split": split, "blind": False, "data_fingerprint": data,
+              **{k.replace("test/", f"{split}/"): v for k, v in _test_metrics(per_task).items()},
+              f"{split}/pope_yes_ratio": 50.0}
+    with open(path, "w") as f:
+        json.dump(record, f)
+    return str(path)
+
+
+def test_reference_rows_show_the_teacher_and_blind_scores(ablation, tmp_path):
+    folder, _, _, _ = ablation
+    teacher = _eval_json(tmp_path / "t.json", {t: 50.0 + i for i, t in enumerate(TASKS)})
+    blind = _eval_json(tmp_path / "b.json", {t: 10.0 for t in TASKS})
+    report = build_report([folder], str(tmp_path / "rep"), num_samples=200,
+                          references=[f"teacher={teacher}", f"blind={blind}"])
+    text = open(report.paths["markdown"]).read()
+    # The ten tasks, Avg10 = mean(50..59) = 54.5, then the group averages.
+    assert "| teacher (reference) | – | 50.0 | 51.0 | 52.0 | 53.0 | 54.0 | 55.0 | 56.0 | 57.0 " \
+           "| 58.0 | 59.0 | 54.5 | 52.0 | 56.0 | 55.0 | 57.5 | 59.0 |" in text
+    assert "| blind (reference) | – | 10.0 |" in text
+    assert "dashed lines: teacher, blind" in text
+    # References never enter the comparisons.
+    assert report.tables[0].variants == ["base", "better"]
+
+
+def test_a_reference_on_other_data_or_not_from_eval_is_refused(ablation, tmp_path):
+    folder, _, _, _ = ablation
+    other = _eval_json(tmp_path / "o.json", {t: 1.0 for t in TASKS}, data="data-B")
+    with pytest.raises(ReportError, match="scored on data data-B.*results are on data data-A"):
+        build_report([folder], str(tmp_path / "rep"), references=[f"teacher={other}"])
+    (tmp_path / "junk.json").write_text('{"test/mme": 3}')
+    out = str(tmp_path / "rep2")
+    assert report_main([folder, "--out", out, "--reference",
+                        f"teacher={tmp_path / 'junk.json'}"]) == 2
+    assert report_main([folder, "--out", out, "--reference", "teacher"]) == 2
+    # A reference on another split is left out of the table, with a note saying so.
+    val = _eval_json(tmp_path / "v.json", {t: 1.0 for t in TASKS}, split="val")
+    report = build_report([folder], out, num_samples=100, references=[f"teacher={val}"])
+    assert "reference 'teacher' is on the val split" in report.markdown
+    assert "teacher (reference)" not in report.markdown
+
+
+def test_paper_deltas_and_their_direction():
+    # METHOD.md section 7: Switch-KD-0.5B minus TinyLLaVA-0.5B.
+    assert paper_delta("avg10") == pytest.approx(3.6)
+    assert paper_delta("sqa") == pytest.approx(-1.2) and paper_delta("mmmu") == pytest.approx(-3.8)
+    assert math.isnan(paper_delta("group_ocr"))
+    assert direction(3.6, {"low": 0.5, "high": 2.0}) == "same"
+    assert direction(3.6, {"low": -2.0, "high": -0.5}) == "opposite"
+    assert direction(-1.2, {"low": -2.0, "high": -0.5}) == "same"
+    assert direction(3.6, {"low": -0.5, "high": 2.0}) == "unclear (CI spans 0)"
+    assert direction(3.6, {"low": math.nan, "high": math.nan}) == "–"
+
+
+def test_paper_side_by_side_uses_the_tables_paired_deltas(ablation, tmp_path):
+    folder, _, _, _ = ablation
+    report = build_report([folder], str(tmp_path / "rep"), num_samples=300,
+                          paper_variant="better")
+    table = report.tables[0]
+    d = table.deltas["better", "avg10"]
+    row = (f"| Avg10 | +3.6 | {d['delta']:+.1f} | [{d['low']:+.1f}, {d['high']:+.1f}] | "
+           f"{direction(3.6, d)} |")
+    assert "Side by side with the paper's Table 1" in report.markdown and row in report.markdown
+    # Only the ten tasks and Avg10 have paper numbers (no group averages in Table 1).
+    section = report.markdown.split("Side by side")[1].split("###")[0]
+    assert section.count("\n| ") == 1 + 11 and "Perception" not in section
+    with pytest.raises(ReportError, match="--paper nope"):
+        build_report([folder], str(tmp_path / "rep"), num_samples=100, paper_variant="nope")
 
 
 def test_a_chosen_baseline_and_the_command_line(ablation, tmp_path):

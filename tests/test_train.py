@@ -82,6 +82,28 @@ def test_teacher_is_trained_once_and_cached(cache_dir):
     assert os.path.getmtime(os.path.join(directory, "model.safetensors")) == stamp
 
 
+def test_cli_scores_the_cached_teacher_sighted_and_blind(cache_dir, tmp_path):
+    """`switchkd teacher --eval` writes the JSON `switchkd report --reference` reads: the
+    provenance plus the flat metrics of the chosen tasks."""
+    records = {}
+    for blind in (False, True):
+        out = str(tmp_path / f"teacher_{blind}.json")
+        code = cli_main(["teacher", "--preset", "tiny", "--eval", "val", "--tasks", "mme", "pope",
+                         "--out", out, *(["--blind"] if blind else []),
+                         f"run.cache_dir={cache_dir}", "data.val_items_per_task=8"])
+        assert code == 0
+        with open(out) as f:
+            records[blind] = json.load(f)
+    cfg = _cfg(cache_dir)
+    info = prepare(cfg)
+    sighted, blind = records[False], records[True]
+    assert sighted["source"] == os.path.abspath(teacher_dir(cfg, info["data_fingerprint"]))
+    assert sighted["data_fingerprint"] == info["data_fingerprint"]
+    assert (sighted["split"], sighted["blind"], blind["blind"]) == ("val", False, True)
+    assert sighted["teacher_fingerprint"] == info["teacher_fingerprint"]
+    assert {"val/mme", "val/pope"} <= set(sighted) and "val/gqa" not in sighted
+
+
 def test_resume_reproduces_the_uninterrupted_run(cache_dir, tmp_path):
     """A run resumed from its step-4 checkpoint replays steps 5-8 with identical losses."""
     cfg = _cfg(cache_dir, **{"train.max_steps": 8, "train.log_every": 1, "train.eval_every": 4,
