@@ -14,8 +14,8 @@ scores).
 
 Rows are compared only when they used the same data and the same teacher: a study whose rows
 carry several data or teacher fingerprints is split into one table per fingerprint, and the
-header says so. Rows without a teacher (``train.stage=sft``) used no teacher, so they join the
-table of every teacher of their data.
+header says so. Rows without a teacher fingerprint (SFT from a random vision encoder) used no
+teacher, so they join the table of every teacher of their data.
 
 Studies without a ``variant`` column (sweeps) get one row per trial and, instead of baseline
 comparisons, the optimisation history and parameter importances.

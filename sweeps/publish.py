@@ -139,7 +139,7 @@ tags: [switchkd, knowledge-distillation, llava, minivl-10]
 
 # switchkd student: {row['study']} / {row['trial_id']}{variant}
 
-A {"Switch-KD distilled" if cfg.train.stage == "distill" else "supervised (SFT, no teacher)"}
+A {"Switch-KD distilled" if cfg.train.stage == "distill" else "supervised (SFT, cross-entropy only)"}
 student VLM (LLaVA layout: SigLIP-style vision tower, MLP projector, Qwen2-style LM), preset
 `{cfg.preset}`, trained by switchkd. It is the best trial of its study by `{metric}`
 (ties: lower training wall time), exported with

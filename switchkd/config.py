@@ -120,8 +120,9 @@ class ModelConfig:
     """The teacher/student pair (METHOD.md section 1).
 
     ``student_vision_init``: ``"teacher"`` copies the trained teacher's vision encoder into the
-    student (the paper's shared pretrained SigLIP; it stays trainable), ``"random"`` keeps the
-    student's own random init.
+    student (the paper's shared pretrained SigLIP; it stays trainable), in both stages, so the
+    SFT baseline starts from the same encoder as the distilled students; ``"random"`` keeps the
+    student's own random init (and SFT then needs no teacher at all).
     """
 
     teacher: VLMConfig = field(default_factory=lambda: VLMConfig(

@@ -287,8 +287,14 @@ def _install_shipped_teacher(cfg: Config, bundle: DataBundle, directory: str) ->
     return True
 
 
+def needs_teacher(cfg: Config) -> bool:
+    """Distillation needs the teacher, and so does any student whose vision encoder starts as
+    the teacher's (``model.student_vision_init=teacher``, SFT included)."""
+    return cfg.train.stage == "distill" or cfg.model.student_vision_init == "teacher"
+
+
 def prepare(cfg: Config) -> dict[str, Any]:
-    """Build (or find cached) data and, for ``train.stage=distill``, the trained teacher.
+    """Build (or find cached) data and, when ``needs_teacher(cfg)``, the trained teacher.
 
     Idempotent and safe to call from several processes at once (file lock). Sweeps call it
     once before launching trials so trials never race to build the same cache.
@@ -297,11 +303,12 @@ def prepare(cfg: Config) -> dict[str, Any]:
     with _file_lock(os.path.join(cache_dir, ".prepare.lock")):
         bundle = load_data(cfg.data, cache_dir)
         result = {"data_fingerprint": bundle.fingerprint, "teacher_fingerprint": None}
-        if cfg.train.stage == "distill":
+        if needs_teacher(cfg):
             directory = teacher_dir(cfg, bundle.fingerprint)
             if not os.path.isdir(directory) and not _install_shipped_teacher(cfg, bundle, directory):
                 train_teacher(cfg, bundle, directory)
-            if cfg.train.use_teacher_cache and not os.path.isdir(teacher_cache_dir(cfg, bundle)):
+            if cfg.train.stage == "distill" and cfg.train.use_teacher_cache and \
+                    not os.path.isdir(teacher_cache_dir(cfg, bundle)):
                 _build_teacher_cache(cfg, bundle)
             result["teacher_fingerprint"] = teacher_key(cfg, bundle.fingerprint)
     return result
@@ -318,6 +325,24 @@ def load_teacher(cfg: Config, bundle: DataBundle) -> VLM:
 # --------------------------------------------------------------------------------------------
 # Student stage
 # --------------------------------------------------------------------------------------------
+
+
+def init_models(cfg: Config, bundle: DataBundle,
+                device: torch.device) -> tuple[VLM, Optional[VLM]]:
+    """The student at step 0, and the frozen teacher for ``train.stage=distill`` (else None).
+
+    With ``model.student_vision_init=teacher`` the student's vision encoder starts as a copy of
+    the teacher's in both stages: the SFT baseline then differs from Switch-KD only in its loss,
+    as in the paper (one SigLIP shared by teacher, baseline and distilled student).
+    """
+    student = build_student(cfg, bundle).to(device)
+    if not needs_teacher(cfg):
+        return student, None
+    teacher = load_teacher(cfg, bundle).to(device)
+    check_pair(teacher, student)
+    if cfg.model.student_vision_init == "teacher":
+        copy_vision_encoder(teacher, student)
+    return student, (teacher if cfg.train.stage == "distill" else None)
 
 
 def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report] = None,
@@ -352,16 +377,11 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
                          f"{world} workers x train.grad_accum_steps={cfg.train.grad_accum_steps}")
     provenance = prepare(cfg)
     bundle = load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
-    student = build_student(cfg, bundle).to(device)
-    teacher = cache = None
-    if cfg.train.stage == "distill":
-        teacher = load_teacher(cfg, bundle).to(device)
-        check_pair(teacher, student)
-        if cfg.train.use_teacher_cache:
-            cache = open_teacher_cache(teacher_cache_dir(cfg, bundle))
-            cache.check_matches(num_rows=len(bundle.train), vocab_size=teacher.vocab_size)
-        if cfg.model.student_vision_init == "teacher":
-            copy_vision_encoder(teacher, student)
+    student, teacher = init_models(cfg, bundle, device)
+    cache = None
+    if teacher is not None and cfg.train.use_teacher_cache:
+        cache = open_teacher_cache(teacher_cache_dir(cfg, bundle))
+        cache.check_matches(num_rows=len(bundle.train), vocab_size=teacher.vocab_size)
     model = DistributedDataParallel(student) if world > 1 else student
     collator = _collator(student, bundle, cfg)
     optimizer = make_optimizer(student, cfg.optim.lr, cfg)

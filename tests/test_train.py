@@ -11,7 +11,8 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from switchkd.cli import main as cli_main
 from switchkd.config import with_overrides
 from switchkd.presets import tiny
-from switchkd.train import NonFiniteLossError, prepare, teacher_dir, train
+from switchkd.train import (NonFiniteLossError, init_models, load_teacher, prepare,
+                            teacher_dir, train)
 
 pytestmark = pytest.mark.slow
 
@@ -128,11 +129,43 @@ def test_resume_reproduces_the_uninterrupted_run(cache_dir, tmp_path):
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
 
 
-def test_sft_stage_uses_no_teacher(cache_dir, tmp_path):
-    result = train(_cfg(cache_dir, **{"train.stage": "sft", "train.max_steps": 3,
-                                      "train.eval_every": 3, "data.val_items_per_task": 1}))
+def test_sft_from_a_random_vision_encoder_uses_no_teacher(cache_dir, tmp_path):
+    result = train(_cfg(cache_dir, **{"train.stage": "sft", "model.student_vision_init": "random",
+                                      "train.max_steps": 3, "train.eval_every": 3,
+                                      "data.val_items_per_task": 1}))
     assert result["teacher_forward_passes"] == 0 and result["teacher_fingerprint"] is None
     assert "train/align_loss" not in result and "train/ce_loss" in result
+
+
+def test_sft_starts_from_the_teachers_vision_encoder_like_the_distilled_students(cache_dir):
+    """The SFT baseline must differ from Switch-KD only in its loss: with the default
+    ``student_vision_init=teacher`` its vision encoder starts as the teacher's, exactly as a
+    distilled student's does, but it gets no teacher to run."""
+    from switchkd.data.source import load_data
+
+    cpu = torch.device("cpu")
+    starts = {}
+    for stage in ("sft", "distill"):
+        cfg = _cfg(cache_dir, **{"train.stage": stage})
+        info = prepare(cfg)
+        assert info["teacher_fingerprint"] is not None, stage
+        bundle = load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
+        student, teacher = init_models(cfg, bundle, cpu)
+        assert (teacher is None) == (stage == "sft")
+        starts[stage] = student.hf.state_dict()
+    teacher = load_teacher(cfg, bundle).hf.state_dict()
+    random_start, _ = init_models(_cfg(cache_dir, **{"train.stage": "sft",
+                                                     "model.student_vision_init": "random"}),
+                                  bundle, cpu)
+    vision = [k for k in teacher if "vision_tower" in k]
+    assert vision
+    for key in vision:
+        assert torch.equal(starts["sft"][key], teacher[key]), key
+        assert torch.equal(starts["distill"][key], teacher[key]), key
+    assert any(not torch.equal(random_start.hf.state_dict()[k], teacher[k]) for k in vision)
+    # Everything but the vision encoder is the same seeded init in both stages.
+    for key, value in starts["sft"].items():
+        assert torch.equal(value, starts["distill"][key]), key
 
 
 def test_non_finite_loss_stops_with_a_clear_error(cache_dir, tmp_path):
