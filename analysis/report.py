@@ -59,6 +59,9 @@ LABELS = {"mme": "MME", "mmb": "MMB", "mmbcn": "MMB-CN", "vqa": "VQAv2", "gqa": 
           "group_hallucination": "Halluc."}
 TRIALS_FILE, HISTORY_FILE, ITEMS_FILE = "trials.parquet", "history.parquet", "items.parquet"
 NO_TEACHER = "none (no teacher)"
+# Tasks whose primary metric is not the mean of their item scores: MME (acc + acc+ per image
+# pair) and POPE (F1). Paired comparisons use their per-seed metric instead of their items.
+WHOLE_METRIC_TASKS = ("mme", "pope")
 SIGNIFICANCE = 0.05
 
 
@@ -377,12 +380,26 @@ def _item_matrix(items: pd.DataFrame, table: Table, base: pd.DataFrame, own: pd.
         matrices.append(wide.loc[ids])
     shared = matrices[0].columns.intersection(matrices[1].columns)
     shared = [c for c in shared if matrices[0][c].notna().all() and matrices[1][c].notna().all()]
-    if len(shared) < 2:
-        return None
+    shared = [c for c in shared if c[0] not in WHOLE_METRIC_TASKS]
     shared = sorted(shared, key=lambda c: (TASKS.index(c[0]) if c[0] in TASKS else 99, c[1]))
     a = matrices[0][shared].to_numpy(dtype=np.float64)
     b = matrices[1][shared].to_numpy(dtype=np.float64)
-    return a, b, np.array([task for task, _ in shared])
+    strata = [task for task, _ in shared]
+    # Tasks whose metric is not a mean of item scores enter as one column per seed holding the
+    # metric itself (a stratum of one "item": resampled over seeds only), so the paired
+    # statistic stays the column's own difference of means.
+    for task in (t for t in tasks if t in WHOLE_METRIC_TASKS):
+        values = []
+        for trials in (base, own):
+            by_seed = trials.groupby("seed")[table.metric(task)].first()
+            if by_seed.reindex(seeds).isna().any():
+                return None
+            values.append(by_seed.loc[seeds].to_numpy(dtype=np.float64)[:, None] / 100.0)
+        a, b = np.hstack([a, values[0]]), np.hstack([b, values[1]])
+        strata.append(task)
+    if a.shape[1] < 2:
+        return None
+    return a, b, np.array(strata)
 
 
 # ------------------------------------------------------------------------------------------
@@ -575,9 +592,9 @@ def table_blocks(table: Table) -> list[tuple[str, list[str], list[list[str]], st
                    "CI: percentile bootstrap over seeds of the mean (– with one seed). Δ: "
                    "difference of the means over seeds. Paired CI and p: bootstrap over the "
                    "seeds both variants ran and, with item scores, their test items (resampled "
-                   "within each task, every task weighted equally); item scores are the "
-                   "per-item 0-100 scores, which equal the task metric except for MME "
-                   "(acc + acc+) and POPE (F1). Two-sided p of the sign of the difference."))
+                   "within each task, every task weighted equally). MME (acc + acc+) and POPE "
+                   "(F1) are not means of item scores: they enter with their per-seed metric, "
+                   "resampled over seeds only. Two-sided p of the sign of the difference."))
 
     if table.paper_variant is not None:
         blocks.append(_paper_block(table))

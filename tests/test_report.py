@@ -126,6 +126,13 @@ def _hand_seed_ci(values, seed=0):
     return _quantile(means, 0.025), _quantile(means, 0.975)
 
 
+def _whole_metric_items(item_scores, metrics):
+    """MME and POPE as the report pairs them: one pseudo-item holding the task metric / 100."""
+    out = {k: v for k, v in item_scores.items() if k[0] not in ("mme", "pope")}
+    out.update({(t, -1): metrics[t] / 100.0 for t in ("mme", "pope")})
+    return out
+
+
 def _hand_paired(a, b, tasks, seed=0):
     """a, b: {seed: {(task, index): score}}; the draws of analysis.stats.paired_bootstrap
     (seeds first, then each task in sorted order), the statistic with loops."""
@@ -185,21 +192,32 @@ def test_table_means_std_ci_and_deltas_match_hand_computation(ablation):
     delta = table.deltas["better", "avg10"]
     assert delta["delta"] == pytest.approx(_mean(better) - _mean(base))
     assert delta["method"] == "items x seeds"
-    assert (delta["num_seeds"], delta["num_items"]) == (3, 10 * ITEMS_PER_TASK)
-    scores = truth["scores"]
+    assert (delta["num_seeds"], delta["num_items"]) == (3, 8 * ITEMS_PER_TASK + 2)
+    scores = {key: _whole_metric_items(value, truth["metrics"][key])
+              for key, value in truth["scores"].items()}
     hand = _hand_paired({s: scores["base", s] for s in SEEDS},
                         {s: scores["better", s] for s in SEEDS}, TASKS)
+    # The paired statistic is the column's own difference of means: MME and POPE (metrics that
+    # are not item means) enter with their metric, the other tasks with their item means.
+    item_delta = _mean([_mean([_mean([100 * (scores["better", s][t, i] - scores["base", s][t, i])
+                                      for (t2, i) in scores["base", s] if t2 == t])
+                               for t in TASKS]) for s in SEEDS])
+    assert delta["paired_diff"] == pytest.approx(item_delta)
     assert delta["paired_diff"] == pytest.approx(hand["mean_diff"])
     assert delta["low"] == pytest.approx(hand["low"])
     assert delta["high"] == pytest.approx(hand["high"])
     assert delta["p_value"] == pytest.approx(hand["p_value"])
     # One task's column is paired over that task's items only.
-    mme = table.deltas["better", "mme"]
-    hand_mme = _hand_paired({s: scores["base", s] for s in SEEDS},
-                            {s: scores["better", s] for s in SEEDS}, ["mme"])
-    assert (mme["low"], mme["high"], mme["p_value"]) == (
-        pytest.approx(hand_mme["low"]), pytest.approx(hand_mme["high"]),
-        pytest.approx(hand_mme["p_value"]))
+    vqa = table.deltas["better", "vqa"]
+    hand_vqa = _hand_paired({s: scores["base", s] for s in SEEDS},
+                            {s: scores["better", s] for s in SEEDS}, ["vqa"])
+    assert (vqa["low"], vqa["high"], vqa["p_value"]) == (
+        pytest.approx(hand_vqa["low"]), pytest.approx(hand_vqa["high"]),
+        pytest.approx(hand_vqa["p_value"]))
+    # A metric that is not an item mean alone: paired over seeds, on the metric itself.
+    pope = table.deltas["better", "pope"]
+    assert pope["method"] == "seeds" and pope["paired_diff"] == pytest.approx(
+        table.deltas["better", "pope"]["delta"])
 
 
 def test_report_files_and_markdown_table(ablation):
