@@ -38,6 +38,8 @@ def direction(paper: float, ours: Mapping[str, float]) -> str:
     """Did our change (``delta`` with paired CI ``low``..``high``) go the paper's way?"""
     if math.isnan(paper) or math.isnan(ours["low"]) or math.isnan(ours["high"]):
         return "–"
+    if ours["low"] == ours["high"] == 0.0:
+        return "no change"
     if ours["low"] <= 0.0 <= ours["high"]:
         return "unclear (CI spans 0)"
     same = (ours["low"] > 0) == (paper > 0)

@@ -290,6 +290,7 @@ def test_paper_deltas_and_their_direction():
     assert direction(-1.2, {"low": -2.0, "high": -0.5}) == "same"
     assert direction(3.6, {"low": -0.5, "high": 2.0}) == "unclear (CI spans 0)"
     assert direction(3.6, {"low": math.nan, "high": math.nan}) == "–"
+    assert direction(3.6, {"low": 0.0, "high": 0.0}) == "no change"   # e.g. every model at 0
 
 
 def test_paper_side_by_side_uses_the_tables_paired_deltas(ablation, tmp_path):
