@@ -71,6 +71,17 @@ def best_trial(trials: pd.DataFrame, metric: str, mode: str = "max") -> pd.Serie
     return order.sort_values(["_key", "_cost", "trial_id"], kind="stable").iloc[0]
 
 
+def split_by_checkpoint(trials: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(the trials whose recorded checkpoint folder holds a ``state.json``, the ids of those
+    whose recorded checkpoint is gone). Trials that recorded none are in neither."""
+    paths = trials["checkpoint_path"] if "checkpoint_path" in trials.columns else \
+        pd.Series(None, index=trials.index, dtype=object)
+    recorded = paths.map(lambda p: isinstance(p, str) and bool(p))
+    present = paths.map(lambda p: isinstance(p, str) and os.path.isfile(os.path.join(p, STATE_FILE)))
+    gone = trials.loc[recorded & ~present, "trial_id"].astype(str).tolist()
+    return trials[present], gone
+
+
 def _cli_value(value: Any) -> str:
     """A value as ``switchkd train`` reads it back (YAML scalars; exponents need a dot)."""
     if isinstance(value, str):
@@ -219,10 +230,17 @@ def export_best(results: str, out_dir: str, *, metric: Optional[str] = None,
     manifest = read_manifest(folder)
     metric = metric or default_metric(trials, manifest)
     mode = mode or (manifest or {}).get("mode", "max")
-    row = best_trial(trials, metric, mode)
+    kept, gone = split_by_checkpoint(trials)
+    if gone:
+        # Seen with trials that ASHA stopped right after a report: the row records a checkpoint
+        # folder that never reached the disk. Those trials cannot be exported; say so.
+        print(f"export: skipping trial(s) whose recorded checkpoint is not on disk: "
+              f"{', '.join(gone)}", file=sys.stderr, flush=True)
+    if kept.empty:
+        raise FileNotFoundError(f"no trial in {folder} has its checkpoint on disk "
+                                f"(missing: {', '.join(gone) or 'none recorded'})")
+    row = best_trial(kept, metric, mode)
     checkpoint = row["checkpoint_path"]
-    if not os.path.isfile(os.path.join(checkpoint, STATE_FILE)):
-        raise FileNotFoundError(f"trial {row['trial_id']}: checkpoint {checkpoint} is missing")
     with open(os.path.join(checkpoint, STATE_FILE)) as f:
         cfg = from_flat_dict(json.load(f)["config"])
     run_dir = f"runs/{row['study']}-{row['trial_id']}"
