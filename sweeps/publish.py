@@ -52,8 +52,8 @@ def default_metric(trials: pd.DataFrame, manifest: Optional[Mapping[str, Any]]) 
 
 
 def best_trial(trials: pd.DataFrame, metric: str, mode: str = "max") -> pd.Series:
-    """The best finished trial with the metric and a checkpoint; ties: lower ``wall_s``, then
-    the trial id (so the choice never depends on row order).
+    """The best finished trial with the metric; ties: lower ``wall_s``, then the trial id (so
+    the choice never depends on row order). Pass only exportable trials (``split_by_checkpoint``).
 
     Raises:
         ExportError: the metric is unknown, or no trial qualifies.
@@ -61,11 +61,9 @@ def best_trial(trials: pd.DataFrame, metric: str, mode: str = "max") -> pd.Serie
     if metric not in trials.columns:
         known = sorted(c for c in trials.columns if c.startswith(("val/", "test/", "train/")))
         raise ExportError(f"no column {metric!r} in the trials; metrics: {known[:12]} ...")
-    has_checkpoint = trials["checkpoint_path"].notna() if "checkpoint_path" in trials.columns \
-        else pd.Series(False, index=trials.index)
-    usable = trials[(trials["status"] != "errored") & trials[metric].notna() & has_checkpoint]
+    usable = trials[(trials["status"] != "errored") & trials[metric].notna()]
     if usable.empty:
-        raise ExportError(f"no finished trial has {metric} and a recorded checkpoint")
+        raise ExportError(f"no finished trial with its checkpoint on disk has {metric}")
     order = usable.assign(_key=-usable[metric] if mode == "max" else usable[metric],
                           _cost=usable["wall_s"].fillna(math.inf))
     return order.sort_values(["_key", "_cost", "trial_id"], kind="stable").iloc[0]
