@@ -250,20 +250,50 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class VisionPretrainConfig:
+    """Pretraining of the teacher's vision encoder before its CE training (0 steps = none).
+
+    The stand-in for SigLIP's pretraining in the paper: the encoder learns, per visual token,
+    the shape, colour and scene-text character centred in its grid cell, on freshly generated
+    scenes from the train pools (``switchkd.vision_pretrain``). Part of the teacher cache key.
+    """
+
+    steps: int = 0
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    sign_fraction: float = 0.35  # share of scenes with scene text instead of shapes
+
+    def validate(self, key: str) -> None:
+        _check(self.steps >= 0, f"{key}.steps", "must be >= 0")
+        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+        _check(self.lr > 0, f"{key}.lr", "must be > 0")
+        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        _check(0.0 <= self.sign_fraction <= 1.0, f"{key}.sign_fraction", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
 class TeacherTrainConfig:
-    """The teacher's own CE training budget (stage 'teacher'); part of the teacher cache key."""
+    """The teacher's own CE training budget (stage 'teacher'); part of the teacher cache key.
+
+    ``freeze_vision`` keeps the (pretrained) vision encoder fixed while the projector and LM
+    learn to read it, as LLaVA does with its pretrained tower.
+    """
 
     max_steps: int = 60
     batch_size: int = 8
     lr: float = 2e-3
     warmup_steps: int = 10
     seed: int = 0
+    freeze_vision: bool = False
+    vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
 
     def validate(self, key: str) -> None:
         _check(self.max_steps >= 1, f"{key}.max_steps", "must be >= 1")
         _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
         _check(self.lr > 0, f"{key}.lr", "must be > 0")
         _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        self.vision_pretrain.validate(f"{key}.vision_pretrain")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from switchkd.models.export import save_hf_folder
 from switchkd.models.vlm import VLM
 from switchkd.step import distill_step
 from switchkd.teacher_cache import build_teacher_cache, open_teacher_cache
+from switchkd.vision_pretrain import pretrain_vision
 
 Report = Callable[[dict[str, Any], Optional[str]], None]
 TEACHER_META = "teacher.json"
@@ -177,6 +178,13 @@ def teacher_key(cfg: Config, data_fingerprint: str) -> str:
              if k.startswith(("model.teacher.", "train.teacher.", "data.max_length", "data.tasks"))
              or k in ("optim.weight_decay", "optim.beta1", "optim.beta2", "optim.min_lr_ratio",
                       "optim.grad_clip", "run.precision")}
+    # Settings added after teachers were shipped are hashed only when switched on, so the key
+    # of a teacher trained without them (e.g. 181a167165ee47a9, the evidence study's) holds.
+    budget = cfg.train.teacher
+    if budget.vision_pretrain.steps == 0:
+        parts = {k: v for k, v in parts.items() if not k.startswith("train.teacher.vision_pretrain.")}
+    if not budget.freeze_vision:
+        parts.pop("train.teacher.freeze_vision")
     return _hash({"cfg": parts, "data": data_fingerprint})
 
 
@@ -220,6 +228,15 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
     teacher = build_vlm(cfg.model.teacher, vocab_size=len(tok), image_token_id=image_token_id(tok),
                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                         eos_token_id=tok.eos_token_id, seed=budget.seed).to(device)
+    vision_record = {}
+    if budget.vision_pretrain.steps > 0:
+        vision_record = pretrain_vision(teacher, budget.vision_pretrain, seed=budget.seed,
+                                        device=device,
+                                        log_every=max(1, budget.vision_pretrain.steps // 10))
+        print("[teacher] vision encoder pretrained: " + ", ".join(
+            f"{k.split('/')[1]}={v:.1f}" for k, v in vision_record.items()), flush=True)
+    if budget.freeze_vision:
+        teacher.vision_tower.requires_grad_(False)
     collator = _collator(teacher, bundle, cfg)
     optimizer = make_optimizer(teacher, budget.lr, cfg)
     scheduler = make_scheduler(optimizer, budget.warmup_steps, budget.max_steps,
@@ -249,7 +266,8 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
     metrics = evaluate(teacher, tok, bundle.val, device=str(device), split="val")
     record = {"teacher_fingerprint": os.path.basename(directory), "steps": budget.max_steps,
               "train_s": wall, "data_fingerprint": bundle.fingerprint,
-              "params": sum(p.numel() for p in teacher.parameters()), **metrics}
+              "params": sum(p.numel() for p in teacher.parameters()), **vision_record,
+              **metrics}
     tmp = f"{directory}.tmp-{os.getpid()}"
     save_hf_folder(teacher, tok, tmp)
     with open(os.path.join(tmp, TEACHER_META), "w") as f:

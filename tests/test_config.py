@@ -81,3 +81,21 @@ def test_every_preset_validates(name):
     cfg = get_preset(name)
     assert cfg.preset == name
     assert with_overrides(cfg, {}) == cfg
+
+
+def test_teacher_key_hashes_vision_pretraining_only_when_it_is_on():
+    """The evidence study's shipped teacher (trained before vision pretraining existed) keeps
+    its cache key; turning pretraining or freezing on gives a new teacher."""
+    from switchkd.train import teacher_key
+
+    data = "7b22e3ff76aa5ba2"
+    before = with_overrides(get_preset("default"), {"train.teacher.vision_pretrain.steps": 0,
+                                                    "train.teacher.freeze_vision": False})
+    assert teacher_key(before, data) == "181a167165ee47a9"
+    assert teacher_key(with_overrides(before, {"train.teacher.vision_pretrain.lr": 1.0}),
+                       data) == "181a167165ee47a9"  # an unused knob of a step-0 pretraining
+    keys = {teacher_key(get_preset("default"), data),
+            teacher_key(with_overrides(get_preset("default"),
+                                       {"train.teacher.vision_pretrain.steps": 10}), data),
+            teacher_key(with_overrides(before, {"train.teacher.freeze_vision": True}), data)}
+    assert len(keys) == 3 and "181a167165ee47a9" not in keys

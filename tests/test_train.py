@@ -83,6 +83,39 @@ def test_teacher_is_trained_once_and_cached(cache_dir):
     assert os.path.getmtime(os.path.join(directory, "model.safetensors")) == stamp
 
 
+def test_teacher_reads_its_pretrained_vision_encoder_frozen(cache_dir):
+    """``train.teacher.vision_pretrain`` trains the encoder first; with ``freeze_vision`` the CE
+    stage leaves it exactly as pretrained (rebuilt here from the same seed) and trains the rest."""
+    from switchkd.data.source import load_data
+    from switchkd.data.tokenizer import image_token_id
+    from switchkd.models.build import build_vlm
+    from switchkd.vision_pretrain import pretrain_vision
+
+    cfg = _cfg(cache_dir)
+    budget = cfg.train.teacher
+    assert budget.vision_pretrain.steps > 0 and budget.freeze_vision
+    info = prepare(cfg)
+    with open(os.path.join(teacher_dir(cfg, info["data_fingerprint"]), "teacher.json")) as f:
+        record = json.load(f)
+    assert record["vision_pretrain/steps"] == budget.vision_pretrain.steps
+    assert "vision_pretrain/color_acc" in record
+    bundle = load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
+    tok = bundle.tokenizer
+    rebuilt = build_vlm(cfg.model.teacher, vocab_size=len(tok), image_token_id=image_token_id(tok),
+                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                        eos_token_id=tok.eos_token_id, seed=budget.seed)
+    initial = {k: v.clone() for k, v in rebuilt.hf.state_dict().items()}
+    pretrain_vision(rebuilt, budget.vision_pretrain, seed=budget.seed, device=torch.device("cpu"))
+    pretrained = rebuilt.hf.state_dict()
+    saved = load_teacher(cfg, bundle).hf.state_dict()
+    vision = [k for k in saved if "vision_tower" in k]
+    assert any(not torch.equal(initial[k], pretrained[k]) for k in vision)
+    for key in vision:
+        assert torch.equal(saved[key], pretrained[key]), key
+    assert not torch.equal(saved["model.multi_modal_projector.linear_1.weight"],
+                           initial["model.multi_modal_projector.linear_1.weight"])
+
+
 def test_cli_scores_the_cached_teacher_sighted_and_blind(cache_dir, tmp_path):
     """`switchkd teacher --eval` writes the JSON `switchkd report --reference` reads: the
     provenance plus the flat metrics of the chosen tasks."""
