@@ -60,8 +60,8 @@ from switchkd.models.vlm import VLM
 from switchkd.presets import get_preset
 from switchkd.step import distill_step
 from switchkd.teacher_cache import TeacherCache, build_teacher_cache
-from switchkd.train import (_collator, autocast, batch_indices, build_student, load_teacher,
-                            make_optimizer, prepare, resolve_device)
+from switchkd.train import (autocast, batch_indices, build_student, load_teacher,
+                            make_collator, make_optimizer, prepare, resolve_device)
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def measure_build(cfg: Config, bundle: DataBundle, teacher: VLM, rows: int,
                   directory: str) -> tuple[TeacherCache, dict[str, Any]]:
     """Build the cache of the first ``rows`` train rows into ``directory``; size and speed."""
     subset = dataclasses.replace(bundle, train=bundle.train.select(range(rows)))
-    collator = _collator(teacher, bundle, cfg)
+    collator = make_collator(teacher, bundle, cfg)
     cache = build_teacher_cache(teacher, subset, collator, directory, teacher_key="benchmark")
     positions = cache.meta["num_positions"]
     on_disk = sum(os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory))
@@ -318,7 +318,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
               f"vocab {teacher.vocab_size}, precision {cfg.run.precision}, "
               f"{args.threads} thread(s)", flush=True)
         cache, build = measure_build(cfg, bundle, teacher, rows, os.path.join(scratch, "logits"))
-        collator = _collator(student, bundle, cfg)
+        collator = make_collator(student, bundle, cfg)
         batches = make_batches(cfg, bundle, collator, rows, warmup + steps, device)
         step_results, trained = measure_steps(cfg, teacher, student, cache, batches, warmup,
                                               device)

@@ -154,7 +154,8 @@ def build_student(cfg: Config, bundle: DataBundle) -> VLM:
                      eos_token_id=tok.eos_token_id, seed=cfg.run.seed)
 
 
-def _collator(model: VLM, bundle: DataBundle, cfg: Config) -> Collator:
+def make_collator(model: VLM, bundle: DataBundle, cfg: Config) -> Collator:
+    """The collator that turns ``bundle`` rows into batches for ``model``."""
     return Collator(bundle.tokenizer, num_image_tokens=model.num_image_tokens,
                     image_size=model.image_size,
                     max_length=cfg.data.max_length)
@@ -209,7 +210,7 @@ def teacher_cache_dir(cfg: Config, bundle: DataBundle) -> str:
 def _build_teacher_cache(cfg: Config, bundle: DataBundle) -> None:
     device = resolve_device(cfg.run.device)
     teacher = load_teacher(cfg, bundle).to(device)
-    cache = build_teacher_cache(teacher, bundle, _collator(teacher, bundle, cfg),
+    cache = build_teacher_cache(teacher, bundle, make_collator(teacher, bundle, cfg),
                                 teacher_cache_dir(cfg, bundle),
                                 teacher_key=teacher_key(cfg, bundle.fingerprint), device=device)
     print(f"[teacher cache] {cache.meta['num_positions']} answer positions x "
@@ -237,7 +238,7 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
             f"{k.split('/')[1]}={v:.1f}" for k, v in vision_record.items()), flush=True)
     if budget.freeze_vision:
         teacher.vision_tower.requires_grad_(False)
-    collator = _collator(teacher, bundle, cfg)
+    collator = make_collator(teacher, bundle, cfg)
     optimizer = make_optimizer(teacher, budget.lr, cfg)
     scheduler = make_scheduler(optimizer, budget.warmup_steps, budget.max_steps,
                                cfg.optim.min_lr_ratio)
@@ -401,7 +402,7 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
         cache = open_teacher_cache(teacher_cache_dir(cfg, bundle))
         cache.check_matches(num_rows=len(bundle.train), vocab_size=teacher.vocab_size)
     model = DistributedDataParallel(student) if world > 1 else student
-    collator = _collator(student, bundle, cfg)
+    collator = make_collator(student, bundle, cfg)
     optimizer = make_optimizer(student, cfg.optim.lr, cfg)
     scheduler = make_scheduler(optimizer, cfg.optim.warmup_steps, cfg.train.max_steps,
                                cfg.optim.min_lr_ratio)
