@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -37,6 +36,7 @@ from switchkd.losses import ce_loss
 from switchkd.models.build import (build_vlm, check_pair, copy_vision_encoder, freeze, load_vlm)
 from switchkd.models.export import save_hf_folder
 from switchkd.models.vlm import VLM
+from switchkd.schedule import make_scheduler
 from switchkd.step import distill_step
 from switchkd.teacher_cache import build_teacher_cache, open_teacher_cache
 from switchkd.vision_pretrain import pretrain_vision
@@ -108,17 +108,6 @@ def make_optimizer(model: torch.nn.Module, lr: float, cfg: Config) -> torch.opti
         [{"params": decay, "weight_decay": cfg.optim.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
         lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int,
-                   min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to the base LR, then cosine decay to ``min_lr_ratio`` of it."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @contextlib.contextmanager

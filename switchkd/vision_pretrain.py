@@ -23,8 +23,10 @@ from torch.nn import functional as F
 
 from switchkd.config import VisionPretrainConfig
 from switchkd.data.assets import Assets, load_assets
+from switchkd.data.collate import normalize_pixels
 from switchkd.data.grid_labels import LABEL_CLASSES, GridBatch, grid_batch
 from switchkd.models.vlm import VLM
+from switchkd.schedule import make_scheduler
 
 PROBE_IMAGES = 1000  # held-out generated scenes (their own seed stream) for the accuracies
 
@@ -33,7 +35,7 @@ def _tensors(batch: GridBatch, device: torch.device) -> tuple[torch.Tensor, dict
     """Images normalised like the collator's (mean 0.5, std 0.5): (B, 3, S, S); labels (B, N)."""
     images = torch.from_numpy(batch.images).to(device).permute(0, 3, 1, 2).float()  # (B, 3, S, S)
     labels = {name: torch.from_numpy(value).to(device) for name, value in batch.labels.items()}
-    return (images / 255.0 - 0.5) / 0.5, labels
+    return normalize_pixels(images), labels
 
 
 def _grid_side(vlm: VLM) -> int:
@@ -78,14 +80,7 @@ def pretrain_vision(vlm: VLM, cfg: VisionPretrainConfig, *, seed: int, device: t
                                for name, classes in LABEL_CLASSES.items()}).to(device)
     params = [p for p in vlm.vision_parameters() if p.requires_grad] + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = make_scheduler(optimizer, cfg.warmup_steps, cfg.steps, min_lr_ratio=0.0)
     tower = vlm.vision_tower
     was_training = tower.training
     tower.train()

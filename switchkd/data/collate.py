@@ -43,8 +43,13 @@ def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.float32)  # (H, W, 3) in [0, 255]
-    tensor = torch.from_numpy(array).permute(2, 0, 1)  # (3, H, W)
-    return (tensor / 255.0 - 0.5) / 0.5
+    return normalize_pixels(torch.from_numpy(array).permute(2, 0, 1))  # (3, H, W)
+
+
+def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [0, 255], channels first, scaled by 1/255 and normalised with mean 0.5
+    and std 0.5 (SigLIP). Shapes: (..., 3, H, W) -> the same, in [-1, 1]."""
+    return (pixels / 255.0 - 0.5) / 0.5
 
 
 def rotate_options(num_options: int, shift: int) -> list[int]:

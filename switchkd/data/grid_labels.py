@@ -50,11 +50,15 @@ def _cell(x: float, y: float, grid: int) -> int:
     return row * grid + col
 
 
+def _no_labels(grid: int) -> dict[str, np.ndarray]:
+    return {name: np.zeros(grid * grid, dtype=np.int64) for name in LABEL_CLASSES}
+
+
 def _object_scene(rng: random.Random, ctx: Context, grid: int):
     n = rng.randint(1, 5)
     specs = [(rng.choice(SHAPES), rng.choice(COLOR_NAMES)) for _ in range(n)]
     objects = make_objects(rng, specs)
-    labels = {name: np.zeros(grid * grid, dtype=np.int64) for name in LABEL_CLASSES}
+    labels = _no_labels(grid)
     for obj in objects:  # back to front: a later object in the same cell wins, as it is drawn on top
         cell = _cell(obj.x, obj.y, grid)
         labels["shape"][cell] = 1 + SHAPES.index(obj.shape)
@@ -71,7 +75,7 @@ def _sign_scene(rng: random.Random, ctx: Context, grid: int):
         ys, h = [rng.uniform(0.3, 0.7)], rng.uniform(0.4, 0.54)
     else:
         ys, h = [rng.uniform(0.22, 0.27), rng.uniform(0.73, 0.78)], rng.uniform(0.38, 0.42)
-    labels = {name: np.zeros(grid * grid, dtype=np.int64) for name in LABEL_CLASSES}
+    labels = _no_labels(grid)
     signs = []
     for y, color in zip(ys, rng.sample(SIGN_COLORS, n)):
         text = rng.choice(strings)
