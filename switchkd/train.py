@@ -24,10 +24,12 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_model, save_model
 from torch.nn.parallel import DistributedDataParallel
 
 from switchkd.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from switchkd.config import Config, to_flat_dict
+from switchkd.data.assets import availability_tag
 from switchkd.data.collate import Collator
 from switchkd.data.source import DataBundle, load_data
 from switchkd.data.tokenizer import image_token_id
@@ -207,6 +209,51 @@ def _build_teacher_cache(cfg: Config, bundle: DataBundle) -> None:
           f"{cache.meta['build_s']:.1f}s: {cache.directory}", flush=True)
 
 
+def vision_key(cfg: Config, vocab_size: int) -> str:
+    """The key of a pretrained teacher vision encoder: what determines its weights.
+
+    The teacher architecture and vocabulary size (the whole VLM is initialised from one seed),
+    the pretraining settings and seed, and the available image assets; not the conversation
+    data, so a teacher retrained on new data reuses the encoder.
+    """
+    flat = to_flat_dict(cfg)
+    parts = {k: v for k, v in flat.items()
+             if k.startswith(("model.teacher.", "train.teacher.vision_pretrain."))
+             or k == "train.teacher.seed"}
+    return _hash({"cfg": parts, "vocab_size": vocab_size, "assets": availability_tag()})
+
+
+def pretrained_vision(teacher: VLM, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Pretrain ``teacher``'s vision encoder in place (``switchkd.vision_pretrain``), or load it
+    from ``{run.cache_dir}/vision/{vision_key}`` where an earlier teacher left it; return the
+    pretraining record (probe accuracies)."""
+    budget = cfg.train.teacher
+    directory = os.path.join(os.path.abspath(cfg.run.cache_dir), "vision",
+                             vision_key(cfg, teacher.vocab_size))
+    weights, meta = (os.path.join(directory, name)
+                     for name in ("vision_tower.safetensors", "vision_pretrain.json"))
+    if os.path.isfile(meta):
+        load_model(teacher.vision_tower, weights)
+        with open(meta) as f:
+            record = json.load(f)
+        print(f"[teacher] vision encoder: pretrained one read from {directory}", flush=True)
+        return record
+    record = pretrain_vision(teacher, budget.vision_pretrain, seed=budget.seed, device=device,
+                             log_every=max(1, budget.vision_pretrain.steps // 10))
+    print("[teacher] vision encoder pretrained: " + ", ".join(
+        f"{k.split('/')[1]}={v:.1f}" for k, v in record.items()), flush=True)
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".vision.tmp-", dir=os.path.dirname(directory))
+    save_model(teacher.vision_tower, os.path.join(tmp, os.path.basename(weights)))
+    with open(os.path.join(tmp, os.path.basename(meta)), "w") as f:
+        json.dump(record, f, indent=2)
+    if os.path.isdir(directory):  # another process finished the same pretraining first
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, directory)
+    return record
+
+
 def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, Any]:
     """Train the teacher with next-token CE on the train split; save it as an HF folder.
 
@@ -220,11 +267,7 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
                         eos_token_id=tok.eos_token_id, seed=budget.seed).to(device)
     vision_record = {}
     if budget.vision_pretrain.steps > 0:
-        vision_record = pretrain_vision(teacher, budget.vision_pretrain, seed=budget.seed,
-                                        device=device,
-                                        log_every=max(1, budget.vision_pretrain.steps // 10))
-        print("[teacher] vision encoder pretrained: " + ", ".join(
-            f"{k.split('/')[1]}={v:.1f}" for k, v in vision_record.items()), flush=True)
+        vision_record = pretrained_vision(teacher, cfg, device)
     if budget.freeze_vision:
         teacher.vision_tower.requires_grad_(False)
     collator = make_collator(teacher, bundle, cfg)

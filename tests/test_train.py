@@ -116,6 +116,29 @@ def test_teacher_reads_its_pretrained_vision_encoder_frozen(cache_dir):
                            initial["model.multi_modal_projector.linear_1.weight"])
 
 
+def test_teacher_on_other_data_reuses_the_cached_vision_encoder(cache_dir, capsys):
+    """The pretrained encoder is cached apart from the teacher, keyed without the data: a
+    teacher of other data (here fewer tasks) reads it instead of pretraining again."""
+    from switchkd.data.source import load_data
+    from switchkd.train import vision_key
+
+    first = _cfg(cache_dir)
+    prepare(first)
+    other = _cfg(cache_dir, **{"data.tasks": ["mme", "pope"]})
+    capsys.readouterr()
+    info = prepare(other)
+    assert "pretrained one read from" in capsys.readouterr().out
+    bundle = load_data(first.data, os.path.abspath(cache_dir))
+    assert vision_key(first, len(bundle.tokenizer)) == vision_key(other, len(bundle.tokenizer))
+    assert teacher_dir(other, info["data_fingerprint"]) != teacher_dir(first, bundle.fingerprint)
+    saved = [load_teacher(c, load_data(c.data, os.path.abspath(cache_dir))).vision_tower
+             for c in (first, other)]
+    for (name, a), (_, b) in zip(*(t.state_dict().items() for t in saved)):
+        assert torch.equal(a, b), name
+    changed = _cfg(cache_dir, **{"train.teacher.vision_pretrain.lr": 1e-4})
+    assert vision_key(changed, len(bundle.tokenizer)) != vision_key(first, len(bundle.tokenizer))
+
+
 def test_cli_scores_the_cached_teacher_sighted_and_blind(cache_dir, tmp_path):
     """`switchkd teacher --eval` writes the JSON `switchkd report --reference` reads: the
     provenance plus the flat metrics of the chosen tasks."""
