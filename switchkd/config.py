@@ -273,6 +273,28 @@ class VisionPretrainConfig:
 
 
 @dataclass(frozen=True)
+class LanguagePretrainConfig:
+    """Text-only pretraining of the teacher's language model before its CE training (0 = none).
+
+    The stand-in for the paper's pretrained LLM, on the skill a from-scratch LM did not learn
+    from the VLM data: in-context option lookup ("Which option says red?" over lettered options
+    -> the letter), which multiple-choice answers compose with perception
+    (``switchkd.language_pretrain``). Part of the teacher cache key.
+    """
+
+    steps: int = 0
+    batch_size: int = 64
+    lr: float = 3e-4
+    warmup_steps: int = 20
+
+    def validate(self, key: str) -> None:
+        _check(self.steps >= 0, f"{key}.steps", "must be >= 0")
+        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+        _check(self.lr > 0, f"{key}.lr", "must be > 0")
+        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class TeacherTrainConfig:
     """The teacher's own CE training budget (stage 'teacher'); part of the teacher cache key.
 
@@ -287,6 +309,7 @@ class TeacherTrainConfig:
     seed: int = 0
     freeze_vision: bool = False
     vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
+    language_pretrain: LanguagePretrainConfig = field(default_factory=LanguagePretrainConfig)
 
     def validate(self, key: str) -> None:
         _check(self.max_steps >= 1, f"{key}.max_steps", "must be >= 1")
@@ -294,6 +317,7 @@ class TeacherTrainConfig:
         _check(self.lr > 0, f"{key}.lr", "must be > 0")
         _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
         self.vision_pretrain.validate(f"{key}.vision_pretrain")
+        self.language_pretrain.validate(f"{key}.language_pretrain")
 
 
 @dataclass(frozen=True)

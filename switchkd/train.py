@@ -41,6 +41,7 @@ from switchkd.models.vlm import VLM
 from switchkd.schedule import make_scheduler
 from switchkd.step import distill_step
 from switchkd.teacher_cache import build_teacher_cache, open_teacher_cache
+from switchkd.language_pretrain import pretrain_language
 from switchkd.vision_pretrain import pretrain_vision
 
 Report = Callable[[dict[str, Any], Optional[str]], None]
@@ -152,6 +153,12 @@ def make_collator(model: VLM, bundle: DataBundle, cfg: Config) -> Collator:
                     max_length=cfg.data.max_length)
 
 
+def train_answers(train) -> list[str]:
+    """Every answer (gpt turn) of the train split's conversations."""
+    return [turn["value"] for conversation in train["conversations"] for turn in conversation
+            if turn["from"] == "gpt"]
+
+
 def _rows(dataset, indices: list[int]) -> list[dict]:
     return [dataset[i] for i in indices]
 
@@ -173,8 +180,9 @@ def teacher_key(cfg: Config, data_fingerprint: str) -> str:
     # Settings added after teachers were shipped are hashed only when switched on, so the key
     # of a teacher trained without them (e.g. 181a167165ee47a9, the evidence study's) holds.
     budget = cfg.train.teacher
-    if budget.vision_pretrain.steps == 0:
-        parts = {k: v for k, v in parts.items() if not k.startswith("train.teacher.vision_pretrain.")}
+    for stage in ("vision_pretrain", "language_pretrain"):
+        if getattr(budget, stage).steps == 0:
+            parts = {k: v for k, v in parts.items() if not k.startswith(f"train.teacher.{stage}.")}
     if not budget.freeze_vision:
         parts.pop("train.teacher.freeze_vision")
     return _hash({"cfg": parts, "data": data_fingerprint})
@@ -265,9 +273,16 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
     teacher = build_vlm(cfg.model.teacher, vocab_size=len(tok), image_token_id=image_token_id(tok),
                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                         eos_token_id=tok.eos_token_id, seed=budget.seed).to(device)
-    vision_record = {}
+    pretrain_record = {}
     if budget.vision_pretrain.steps > 0:
-        vision_record = pretrained_vision(teacher, cfg, device)
+        pretrain_record.update(pretrained_vision(teacher, cfg, device))
+    if budget.language_pretrain.steps > 0:
+        pretrain_record.update(pretrain_language(
+            teacher, budget.language_pretrain, tok, train_answers(bundle.train), seed=budget.seed,
+            device=device, log_every=max(1, budget.language_pretrain.steps // 10)))
+        print(f"[teacher] language model pretrained: lookup accuracy "
+              f"{pretrain_record['language_pretrain/lookup_acc_before']:.1f} -> "
+              f"{pretrain_record['language_pretrain/lookup_acc']:.1f} %", flush=True)
     if budget.freeze_vision:
         teacher.vision_tower.requires_grad_(False)
     collator = make_collator(teacher, bundle, cfg)
@@ -299,7 +314,7 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
     metrics = evaluate(teacher, tok, bundle.val, device=str(device), split="val")
     record = {"teacher_fingerprint": os.path.basename(directory), "steps": budget.max_steps,
               "train_s": wall, "data_fingerprint": bundle.fingerprint,
-              "params": sum(p.numel() for p in teacher.parameters()), **vision_record,
+              "params": sum(p.numel() for p in teacher.parameters()), **pretrain_record,
               **metrics}
     tmp = f"{directory}.tmp-{os.getpid()}"
     save_hf_folder(teacher, tok, tmp)

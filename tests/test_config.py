@@ -90,6 +90,7 @@ def test_teacher_key_hashes_vision_pretraining_only_when_it_is_on():
 
     data = "7b22e3ff76aa5ba2"
     before = with_overrides(get_preset("default"), {"train.teacher.vision_pretrain.steps": 0,
+                                                    "train.teacher.language_pretrain.steps": 0,
                                                     "train.teacher.freeze_vision": False})
     assert teacher_key(before, data) == "181a167165ee47a9"
     assert teacher_key(with_overrides(before, {"train.teacher.vision_pretrain.lr": 1.0}),
@@ -99,3 +100,15 @@ def test_teacher_key_hashes_vision_pretraining_only_when_it_is_on():
                                        {"train.teacher.vision_pretrain.steps": 10}), data),
             teacher_key(with_overrides(before, {"train.teacher.freeze_vision": True}), data)}
     assert len(keys) == 3 and "181a167165ee47a9" not in keys
+
+
+def test_teacher_key_hashes_language_pretraining_only_when_it_is_on():
+    """The vision-pretrained teacher 44195a6a43d48d88 (data 7b22e3ff76aa5ba2) keeps its key."""
+    from switchkd.train import teacher_key
+
+    data = "7b22e3ff76aa5ba2"
+    off = with_overrides(get_preset("default"), {"train.teacher.language_pretrain.steps": 0})
+    assert teacher_key(off, data) == "44195a6a43d48d88"
+    assert teacher_key(with_overrides(off, {"train.teacher.language_pretrain.lr": 1.0}),
+                       data) == "44195a6a43d48d88"
+    assert teacher_key(get_preset("default"), data) != "44195a6a43d48d88"
