@@ -111,6 +111,7 @@ def _score(model, cfg: Config, *, source: str, split: str, blind: bool,
               "data_fingerprint": bundle.fingerprint, **(extra or {}), **metrics}
     text = json.dumps(record, indent=2)
     print(text)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         f.write(text)
     print(f"[eval] {out}", flush=True)

@@ -9,6 +9,11 @@ in-context lookup (find the option that holds the answer, copy its letter), and 
 never formed. Pilots on 2 cores: 900 lookup-only steps at lr 1e-3 stayed at chance; at lr 3e-4
 accuracy rose from 35 % to 84 % in 900 steps.
 
+Off in the presets (``tiny`` runs 10 steps to exercise the path). Measured on ``default``
+(docs/RESULTS.md section 8): 1,500 steps reach 78.1 % lookup accuracy, but after the CE stage
+at lr 1e-3 the teacher's letter accuracy on its own train lookup turns is back at chance and the
+four multiple-choice tasks stay at chance; the next thing to try is a lower CE learning rate.
+
 ``pretrain_language`` trains the language model (embeddings, blocks and head; no image) on
 prompts ``Which option says {text}?`` over 2-5 lettered options, rendered exactly like the
 suite's multiple-choice questions (``format_mc_question``), with the letter as the target. The
@@ -29,13 +34,19 @@ from torch.nn import functional as F
 
 from switchkd.config import LanguagePretrainConfig
 from switchkd.data.format import OPTION_LETTERS, answer_text, format_mc_question, user_text
-from switchkd.data.tasks.common import lookup_question
 from switchkd.models.vlm import VLM
 from switchkd.schedule import make_scheduler
 
 PROBE_PROMPTS = 512  # held-out lookups (their own seed stream) for the reported accuracy
 MAX_WORDS = 3  # option texts: train answers of at most this many words
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def lookup_question(text: str, *, chinese: bool = False) -> str:
+    """Which option holds ``text``. ``text`` follows a space and is not quoted, so it tokenizes as
+    in the option line (a quote fuses with the word into other tokens, and the match is no
+    longer a token-level copy)."""
+    return f"哪个选项是 {text}？" if chinese else f"Which option says {text}?"
 
 
 def lookup_texts(answers: Sequence[str]) -> dict[str, list[str]]:

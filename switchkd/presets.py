@@ -16,8 +16,8 @@ def tiny() -> Config:
     """Tests and smoke runs: under 1M parameters in total, 16 visual tokens, `ci` data.
 
     Run:   switchkd train --preset tiny --out runs/tiny
-    Time:  about a minute on 2 CPU cores (vision encoder 10 steps, teacher 60 steps, student 40
-           steps, batch 8).
+    Time:  about a minute on 2 CPU cores (vision encoder 10 steps, teacher LM lookup 10 steps,
+           teacher 60 steps, student 40 steps, batch 8).
     Expect: finite, decreasing loss; accuracies near chance (the models are far too small and
            too briefly trained to learn the tasks). This preset checks plumbing, not results.
     """
@@ -82,7 +82,6 @@ def default() -> Config:
                               # The stand-in for SigLIP pretraining (issue #5): without it the
                               # teacher stayed at chance on objects and scene text.
                               vision_pretrain=VisionPretrainConfig(steps=3000, batch_size=128),
-                              language_pretrain=LanguagePretrainConfig(steps=1500),
                               freeze_vision=True)),
         # bf16 autocast: 1.7x faster steps on this project's CPUs (avx512_bf16), measured on
         # the default teacher at batch 32; weights and the optimizer stay fp32.

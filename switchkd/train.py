@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch.nn.parallel import DistributedDataParallel
 
@@ -34,6 +35,7 @@ from switchkd.data.collate import Collator
 from switchkd.data.source import DataBundle, load_data
 from switchkd.data.tokenizer import image_token_id
 from switchkd.evaluation.evaluate import evaluate
+from switchkd.language_pretrain import pretrain_language
 from switchkd.losses import ce_loss
 from switchkd.models.build import (build_vlm, check_pair, copy_vision_encoder, freeze, load_vlm)
 from switchkd.models.export import save_hf_folder
@@ -41,7 +43,6 @@ from switchkd.models.vlm import VLM
 from switchkd.schedule import make_scheduler
 from switchkd.step import distill_step
 from switchkd.teacher_cache import build_teacher_cache, open_teacher_cache
-from switchkd.language_pretrain import pretrain_language
 from switchkd.vision_pretrain import pretrain_vision
 
 Report = Callable[[dict[str, Any], Optional[str]], None]
@@ -241,9 +242,13 @@ def pretrained_vision(teacher: VLM, cfg: Config, device: torch.device) -> dict[s
     weights, meta = (os.path.join(directory, name)
                      for name in ("vision_tower.safetensors", "vision_pretrain.json"))
     if os.path.isfile(meta):
-        load_model(teacher.vision_tower, weights)
-        with open(meta) as f:
-            record = json.load(f)
+        try:
+            load_model(teacher.vision_tower, weights)
+            with open(meta) as f:
+                record = json.load(f)
+        except (OSError, SafetensorError, RuntimeError, ValueError) as err:
+            raise RuntimeError(f"the cached pretrained vision encoder in {directory} cannot be "
+                               f"read ({err}); delete that folder to pretrain it again") from err
         print(f"[teacher] vision encoder: pretrained one read from {directory}", flush=True)
         return record
     record = pretrain_vision(teacher, budget.vision_pretrain, seed=budget.seed, device=device,

@@ -107,8 +107,10 @@ def test_teacher_key_hashes_language_pretraining_only_when_it_is_on():
     from switchkd.train import teacher_key
 
     data = "7b22e3ff76aa5ba2"
-    off = with_overrides(get_preset("default"), {"train.teacher.language_pretrain.steps": 0})
-    assert teacher_key(off, data) == "44195a6a43d48d88"
-    assert teacher_key(with_overrides(off, {"train.teacher.language_pretrain.lr": 1.0}),
+    default = get_preset("default")
+    assert default.train.teacher.language_pretrain.steps == 0
+    assert teacher_key(default, data) == "44195a6a43d48d88"
+    assert teacher_key(with_overrides(default, {"train.teacher.language_pretrain.lr": 1.0}),
                        data) == "44195a6a43d48d88"
-    assert teacher_key(get_preset("default"), data) != "44195a6a43d48d88"
+    assert teacher_key(with_overrides(default, {"train.teacher.language_pretrain.steps": 1500}),
+                       data) != "44195a6a43d48d88"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import time
 
@@ -17,11 +16,11 @@ import pytest
 
 from switchkd.config import MINIVL_TASKS
 from switchkd.data import assets as assets_mod
-from switchkd.data.format import IMAGE_TOKEN, OPTION_LETTERS, format_mc_question
+from switchkd.data.format import IMAGE_TOKEN, OPTION_LETTERS
 from switchkd.data.suite import (PROFILES, Profile, _generate, build_suite, describe, main, plan,
                                  train_texts)
 from switchkd.data.tasks import Unit, generate_block
-from switchkd.data.tasks.common import mc_turns, ocr_strings
+from switchkd.data.tasks.common import ocr_strings
 from switchkd.data.tokenizer import load_tokenizer, train_tokenizer, vocabulary_fingerprint
 
 EVAL_COLUMNS = {"task", "image", "question", "answer", "answers", "options", "meta"}
@@ -156,58 +155,6 @@ def test_train_conversations_follow_the_llava_convention(splits):
         assert conv[0]["value"].startswith(f"{IMAGE_TOKEN}\n")
         assert all(IMAGE_TOKEN not in t["value"] for t in conv[1:])
         assert all(t["value"].strip() for t in conv)
-
-
-def _options(question: str) -> list[str]:
-    return [line[3:] for line in question.split("\n") if re.match(r"[A-E]\. ", line)]
-
-
-def test_mc_curriculum_turns_are_consistent():
-    """``mc_turns``: the MC turn always, 'answer first' before it and the lookup turn after it
-    each about half the time, and every letter points at the option it names."""
-    seen = {"answer_first": 0, "lookup": 0}
-    n = 400
-    for i in range(n):
-        rng = random.Random(f"mc-{i}")
-        options = rng.sample(["red", "green", "blue", "white", "gray"], 4)
-        letter = rng.choice(OPTION_LETTERS[:4])
-        correct = options[OPTION_LETTERS.index(letter)]
-        turns = mc_turns(rng, "What color is the circle?", options, letter)
-        mc = [t for t in turns if t[0].startswith("What color is the circle?\nA. ")]
-        assert mc == [(format_mc_question("What color is the circle?", options), letter)]
-        position = turns.index(mc[0])
-        if position == 1:
-            seen["answer_first"] += 1
-            assert turns[0] == ("What color is the circle?", correct)
-        if position < len(turns) - 1:
-            seen["lookup"] += 1
-            question, answer = turns[-1]
-            target = re.match(r"Which option says (.+)\?\n", question).group(1)
-            shown = _options(question)
-            assert sorted(shown) == sorted(options)
-            assert shown[OPTION_LETTERS.index(answer)] == target
-        assert len(turns) == 1 + (position == 1) + (position < len(turns) - 1)
-    for name, count in seen.items():
-        assert 0.4 * n < count < 0.6 * n, (name, count)
-
-
-def test_mc_train_conversations_carry_the_curriculum(splits):
-    """In the built suite, every MC task's train conversations hold an MC turn, and the
-    lookup turns (English and Chinese) name one of their options and answer its letter."""
-    for task in ("mmb", "mmbcn", "sqa", "mmmu"):
-        lookups = 0
-        for row in _rows(splits["train"], task):
-            conv = row["conversations"]
-            pairs = [(conv[i]["value"].removeprefix(f"{IMAGE_TOKEN}\n"), conv[i + 1]["value"])
-                     for i in range(0, len(conv), 2)]
-            mc = [(q, a) for q, a in pairs if _options(q)]
-            assert mc and all(a in OPTION_LETTERS[:len(_options(q))] for q, a in mc), conv
-            for question, answer in mc:
-                quoted = re.match(r"(?:Which option says |哪个选项是 )(.+?)[?？]\n", question)
-                if quoted:
-                    lookups += 1
-                    assert _options(question)[OPTION_LETTERS.index(answer)] == quoted.group(1)
-        assert lookups > 0, task
 
 
 def test_tokenizer_is_trained_on_train_text_only(suite, splits):

@@ -73,3 +73,19 @@ def test_vision_pretrain_config_is_validated():
         with_overrides(tiny(), {"train.teacher.vision_pretrain.sign_fraction": 1.5})
     with pytest.raises(ConfigError, match="train.teacher.vision_pretrain.steps"):
         with_overrides(tiny(), {"train.teacher.vision_pretrain.steps": -1})
+
+
+def test_a_corrupt_cached_encoder_is_named_not_loaded(tmp_path):
+    """A damaged file in the encoder cache stops the teacher with the folder to delete."""
+    import os
+
+    from switchkd.train import pretrained_vision, vision_key
+
+    cfg = with_overrides(tiny(), {"run.cache_dir": str(tmp_path)})
+    vlm = build_vlm(cfg.model.teacher, vocab_size=TINY_VOCAB, image_token_id=IMAGE_TOKEN_ID)
+    folder = tmp_path / "vision" / vision_key(cfg, vlm.vocab_size)
+    os.makedirs(folder)
+    (folder / "vision_tower.safetensors").write_bytes(b"not a safetensors file")
+    (folder / "vision_pretrain.json").write_text("{}")
+    with pytest.raises(RuntimeError, match=f"{folder}.*cannot be read.*delete that folder"):
+        pretrained_vision(vlm, cfg, torch.device("cpu"))

@@ -125,43 +125,10 @@ def numeric_distractors(rng: random.Random, correct: int, lo: int) -> list[str]:
     return [str(v) for v in range(start, start + 4) if v != correct]
 
 
-# The multiple-choice curriculum (design: "curricula of easier sub-skills"). Choosing a letter
-# composes two skills: answering the question, and finding the option that holds that answer.
-# A model trained only on the composed form stayed at chance on every MC task although it
-# answered the same questions open-ended (teacher 44195a6a43d48d88: VQAv2 63.8, MMB 25.7 %
-# per-pass). So a train conversation of an MC task also carries, each with probability 1/2:
-#   * "answer first": the open-ended question and its answer before the MC turn, so the letter
-#     is a lookup of an answer already in context;
-#   * a text-only lookup turn after it ("Which option says red?" over the same options, freshly
-#     shuffled), which trains the find-the-option-and-copy-its-letter step alone.
-# The MC turn itself is unchanged and present in every such conversation; val/test are unchanged.
-ANSWER_FIRST_P = 0.5
-LOOKUP_P = 0.5
-
-
-def lookup_question(text: str, *, chinese: bool = False) -> str:
-    """The question of a text-only lookup turn: which option holds ``text``. ``text`` follows a
-    space and is not quoted, so it tokenizes as it does in the option line (a quote would fuse
-    with it into other tokens, and the match would no longer be a token-level copy)."""
-    return f"哪个选项是 {text}？" if chinese else f"Which option says {text}?"
-
-
-def mc_turns(rng: random.Random, question: str, options: list[str], letter: str, *,
-             chinese: bool = False) -> list[tuple[str, str]]:
-    """The train turns of an MC item: the MC turn (rendered question -> letter) with the
-    curriculum turns above; their order is fixed (answer first, MC, lookup), so callers append
-    other QAs after them."""
-    correct = options[OPTION_LETTERS.index(letter)]
-    turns = [(format_mc_question(question, options, chinese=chinese), letter)]
-    if rng.random() < ANSWER_FIRST_P:
-        turns.insert(0, (question, correct))
-    if rng.random() < LOOKUP_P:
-        shuffled = rng.sample(options, len(options))
-        target = rng.choice(shuffled)
-        turns.append((format_mc_question(lookup_question(target, chinese=chinese), shuffled,
-                                         chinese=chinese),
-                      OPTION_LETTERS[shuffled.index(target)]))
-    return turns
+def mc_turn(question: str, options: list[str], letter: str, *,
+            chinese: bool = False) -> tuple[str, str]:
+    """A train turn for an MC item: the rendered question and the letter."""
+    return format_mc_question(question, options, chinese=chinese), letter
 
 
 def check_balance(task: str, split: str, rows: list[dict]) -> None:

@@ -16,7 +16,7 @@ from switchkd.data.tasks.common import (COLOR_CN, COLOR_NAMES, PLURAL, QUADRANT_
                                         RELATION_CN, RELATIONS, SHAPE_CN, Context, EvalItem,
                                         TrainExample, balanced, caption, distinct_specs,
                                         localisation_qas, make_objects, maybe_caption, mc_options,
-                                        mc_turns, np_rng, ocr_strings, pick_font, radius,
+                                        mc_turn, np_rng, ocr_strings, pick_font, radius,
                                         sample_background, side_of)
 
 ABILITIES = ("attribute_color", "attribute_shape", "attribute_size", "localization",
@@ -145,11 +145,11 @@ def train_example(rng: random.Random, ctx: Context, *, chinese: bool = False) ->
     image, q_en, q_cn, correct, distractors, aux, text = _question(rng, ctx, ability)
     options, letter = mc_options(rng, correct, distractors, rng.randrange(4))
     if chinese:
-        turns = mc_turns(rng, q_cn, _translate(options), letter, chinese=True)
+        turn = mc_turn(q_cn, _translate(options), letter, chinese=True)
     else:
-        turns = mc_turns(rng, q_en, options, letter)
+        turn = mc_turn(q_en, options, letter)
     rng.shuffle(aux)
-    return TrainExample(image, turns + aux[:2], maybe_caption(rng, text))
+    return TrainExample(image, [turn] + aux[:2], maybe_caption(rng, text))
 
 
 def eval_items(rng: random.Random, ctx: Context, n: int, *, chinese: bool = False

@@ -14,7 +14,7 @@ import numpy as np
 
 from switchkd.data.scenes import COLORS, Background, Canvas
 from switchkd.data.tasks.common import (Context, EvalItem, TrainExample, balanced, maybe_caption,
-                                        mc_options, mc_turns, np_rng, numeric_distractors)
+                                        mc_options, mc_turn, np_rng, numeric_distractors)
 
 KINDS = ("bar_max", "bar_diff", "digit_sum", "digit_diff", "line_trend")
 BAR_COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -106,7 +106,7 @@ def train_example(rng: random.Random, ctx: Context) -> TrainExample:
     options, letter = mc_options(rng, correct, distractors, rng.randrange(4))
     image = canvas.to_array(np_rng(rng), 3.0)
     rng.shuffle(aux)
-    return TrainExample(image, mc_turns(rng, question, options, letter) + aux[:rng.randint(0, 2)],
+    return TrainExample(image, [mc_turn(question, options, letter)] + aux[:rng.randint(0, 2)],
                         maybe_caption(rng, text))
 
 

@@ -11,7 +11,7 @@ import random
 
 from switchkd.data.scenes import COLORS, Background, Canvas
 from switchkd.data.tasks.common import (Context, EvalItem, TrainExample, balanced, maybe_caption,
-                                        mc_options, mc_turns, np_rng, numeric_distractors,
+                                        mc_options, mc_turn, np_rng, numeric_distractors,
                                         pick_font, place)
 
 TEMPLATES = ("magnets", "concentration", "polygons")
@@ -124,7 +124,7 @@ def train_example(rng: random.Random, ctx: Context) -> TrainExample:
     opts, letter = _arrange(rng, template, correct, options, rng.randrange(N_OPTIONS[template]))
     rng.shuffle(aux)
     # One extra QA at most: the context makes sqa turns the longest of the suite.
-    return TrainExample(image, mc_turns(rng, question, opts, letter) + aux[:rng.randint(0, 1)],
+    return TrainExample(image, [mc_turn(question, opts, letter)] + aux[:rng.randint(0, 1)],
                         maybe_caption(rng, text))
 
 
