@@ -62,7 +62,7 @@ from sweeps.export import (FINAL_STATES, HISTORY_FILE, MANIFEST, REPORTS, TRIALS
                            experiment_trials, read_manifest, read_reports, report_fields,
                            rows_for_trial, write_parquet)
 from sweeps.space import (SMOKE_DEFAULTS, SpaceError, _check_key, _closest, _is_number,
-                          _overrides, _Where, _yaml_float_hint, read_yaml_mapping)
+                          _overrides, _Where, read_yaml_mapping)
 from sweeps.tuner import (ProgressPrinter, ReportLog, SweepError, SweepOutcome, _comparable,
                           _count, _exclusive, driver_resources, trial_plan,
                           write_json_atomic)
@@ -268,8 +268,7 @@ def _parse(data: dict, where: _Where, path: str) -> Ablation:
     try:
         with_overrides(get_preset(preset), overrides)
     except ConfigError as err:
-        raise SpaceError(f"{_line_of(err, overrides, ('overrides',), where)}: {err}"
-                         f"{_hint(err)}") from None
+        raise SpaceError(f"{_line_of(err, overrides, ('overrides',), where)}: {err}") from None
 
     variants = _variants(data["variants"], preset, overrides, seeds[0], where)
     baseline = data.get("baseline", next(iter(variants)))
@@ -332,7 +331,7 @@ def _variants(value: Any, preset: str, overrides: dict, seed: int,
             cfg = with_overrides(get_preset(preset), {**overrides, **own, "run.seed": seed})
         except ConfigError as err:
             raise SpaceError(f"{_line_of(err, own, ('variants', name), where)}: variant "
-                             f"{name!r}: {err}{_hint(err)}") from None
+                             f"{name!r}: {err}") from None
         resolved = json.dumps(to_flat_dict(cfg), sort_keys=True, default=str)
         if resolved in seen:
             raise SpaceError(f"{at_key('variants', name)}: variant {name!r} has the same config "
@@ -377,12 +376,6 @@ def _line_of(err: ConfigError, keys: Mapping[str, Any], path: tuple, where: _Whe
     mapping itself (a cross-field error names a key the mapping may not set)."""
     key = str(err).split(":")[0].strip("'")
     return where.at(*path, key) if key in keys else where.at(*path)
-
-
-def _hint(err: ConfigError) -> str:
-    text = str(err)
-    value = text.rsplit("got ", 1)[-1].strip("'\"") if "got " in text else ""
-    return _yaml_float_hint(value) if "expected a number" in text else ""
 
 
 # ------------------------------------------------------------------------------------------

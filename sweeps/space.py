@@ -43,7 +43,8 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from switchkd.config import Config, ConfigError, to_flat_dict, valid_keys, with_overrides
+from switchkd.config import (Config, ConfigError, to_flat_dict, valid_keys, with_overrides,
+                             yaml_float_hint)
 from switchkd.presets import PRESETS, get_preset
 
 DISTRIBUTIONS = ("int", "float", "log", "categorical", "fixed")
@@ -506,7 +507,6 @@ def _params(space: Any, base: Config, overrides: Mapping[str, Any],
         for value in candidates:
             problem = _value_error(base, key, value)
             if problem:
-                problem += _yaml_float_hint(value) if isinstance(value, str) else ""
                 field_name = {"fixed": "value", "categorical": "choices"}.get(kind, "low")
                 raise SpaceError(f"{at('space', key, field_name)}: {problem}")
         params.append(param)
@@ -519,7 +519,7 @@ def _numeric(key: str, kind: str, spec: dict, when: tuple, line: int, at, where:
             raise SpaceError(f"{where}: {key}: {kind} needs low and high")
         if not _is_number(spec[name]):
             raise SpaceError(f"{at('space', key, name)}: {key}: {name} must be a number, got "
-                             f"{spec[name]!r}{_yaml_float_hint(spec[name])}")
+                             f"{spec[name]!r}{yaml_float_hint(spec[name])}")
     low, high = spec["low"], spec["high"]
     step, log = spec.get("step"), spec.get("log", False)
     if not isinstance(log, bool):
@@ -548,15 +548,6 @@ def _numeric(key: str, kind: str, spec: dict, when: tuple, line: int, at, where:
                              f"wider than [{low}, {high}]")
     return Param(key, kind, low=low, high=high, step=int(step) if kind == "int" and step else step,
                  log=log, when=when, line=line)
-
-
-def _yaml_float_hint(value: Any) -> str:
-    """YAML 1.1 (PyYAML) reads ``1e-4`` as a string; only ``1.0e-4`` is a float."""
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return ""
-    return " (YAML reads exponents without a dot as strings: write 1.0e-4, not 1e-4)"
 
 
 def _when(value: Any, key: str, earlier: list[Param], here: _Where) -> tuple:

@@ -456,7 +456,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return value
     if annotation is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-               f"expected a number, got {value!r}")
+               f"expected a number, got {value!r}{yaml_float_hint(value)}")
         return float(value)
     if annotation is str:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
@@ -512,6 +512,17 @@ def _replace_nested(node: Any, changes: dict[str, Any]) -> Any:
 def from_flat_dict(flat: Mapping[str, Any], base: Optional[Config] = None) -> Config:
     """Inverse of ``to_flat_dict`` (``base`` defaults to ``Config()``)."""
     return with_overrides(base if base is not None else Config(), flat)
+
+
+def yaml_float_hint(value: Any) -> str:
+    """YAML 1.1 (PyYAML) reads ``1e-4`` as a string; only ``1.0e-4`` is a float."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (YAML reads exponents without a dot as strings: write 1.0e-4, not 1e-4)"
 
 
 def parse_override(text: str) -> tuple[str, Any]:

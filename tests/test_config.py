@@ -24,6 +24,15 @@ def test_nested_yaml_sections_are_accepted():
     assert cfg.loss.temperature == 2.0 and cfg.train.teacher.max_steps == 5
 
 
+def test_override_with_a_yaml_1_1_exponent_names_the_fix():
+    """PyYAML reads 3e-4 (no dot) as text; the error says how to write it."""
+    with pytest.raises(ConfigError, match=r"optim.lr: expected a number, got '3e-4' \(YAML reads "
+                                          r"exponents without a dot as strings: write 1.0e-4"):
+        with_overrides(get_preset("tiny"), dict([parse_override("optim.lr=3e-4")]))
+    assert with_overrides(get_preset("tiny"),
+                          dict([parse_override("optim.lr=3.0e-4")])).optim.lr == 3e-4
+
+
 def test_override_applies_and_coerces():
     cfg = with_overrides(Config(), dict([parse_override("loss.temperature=2"),
                                          parse_override("loss.fixed_k=null"),
