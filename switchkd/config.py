@@ -279,8 +279,8 @@ class LanguagePretrainConfig:
     The stand-in for the paper's pretrained LLM, on the skill a from-scratch LM did not learn
     from the VLM data: in-context option lookup ("Which option says red?" over lettered options
     -> the letter), which multiple-choice answers compose with perception
-    (``switchkd.language_pretrain``; measured not to survive a CE stage at lr 1e-3, docs/RESULTS.md
-    section 8). Part of the teacher cache key when on.
+    (``switchkd.language_pretrain``; measured not to survive the CE stage at lr 1e-3 or 3e-4,
+    docs/RESULTS.md section 8). Part of the teacher cache key when on.
     """
 
     steps: int = 0

@@ -11,8 +11,8 @@ accuracy rose from 35 % to 84 % in 900 steps.
 
 Off in the presets (``tiny`` runs 10 steps to exercise the path). Measured on ``default``
 (docs/RESULTS.md section 8): 1,500 steps reach 78.1 % lookup accuracy, but after the CE stage
-at lr 1e-3 the teacher's letter accuracy on its own train lookup turns is back at chance and the
-four multiple-choice tasks stay at chance; the next thing to try is a lower CE learning rate.
+(peak lr 1e-3, or 3e-4) the teacher's letter accuracy on its own train lookup turns is back at
+chance and the four multiple-choice tasks stay at chance.
 
 ``pretrain_language`` trains the language model (embeddings, blocks and head; no image) on
 prompts ``Which option says {text}?`` over 2-5 lettered options, rendered exactly like the
