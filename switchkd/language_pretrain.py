@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import random
 import re
-import time
 from typing import Any, Sequence
 
 import torch
@@ -35,7 +34,7 @@ from torch.nn import functional as F
 from switchkd.config import LanguagePretrainConfig
 from switchkd.data.format import OPTION_LETTERS, answer_text, format_mc_question, user_text
 from switchkd.models.vlm import VLM
-from switchkd.schedule import make_scheduler
+from switchkd.pretrain_loop import run_pretraining
 
 PROBE_PROMPTS = 512  # held-out lookups (their own seed stream) for the reported accuracy
 MAX_WORDS = 3  # option texts: train answers of at most this many words
@@ -127,33 +126,23 @@ def pretrain_language(vlm: VLM, cfg: LanguagePretrainConfig, tokenizer, answers:
         raise ValueError(f"language pretraining needs at least 5 distinct short train answers, "
                          f"got {len(texts['en'])}")
     params = [p for p in vlm.language_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    scheduler = make_scheduler(optimizer, cfg.warmup_steps, cfg.steps, min_lr_ratio=0.0)
     rng = random.Random(f"lookup-train-{seed}")
     before = lookup_accuracy(vlm, tokenizer, texts, seed=seed, device=device)
     was_training = vlm.training
     vlm.train()
-    start = time.perf_counter()
-    loss = torch.tensor(float("nan"))
-    for step in range(cfg.steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         input_ids, attention_mask, targets = _encode(
             tokenizer, *lookup_prompts(texts, rng, cfg.batch_size), device)
-        loss = F.cross_entropy(_next_token_logits(vlm, input_ids, attention_mask), targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"language pretraining: non-finite loss {loss.item()} at "
-                                     f"step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        if log_every and (step % log_every == 0 or step == cfg.steps - 1):
-            print(f"[language pretrain] step {step + 1}/{cfg.steps} loss {loss.item():.4f} "
-                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+        return F.cross_entropy(_next_token_logits(vlm, input_ids, attention_mask), targets)
+
+    final_loss, seconds = run_pretraining("language pretraining", params, loss_at, steps=cfg.steps,
+                                          lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                                          weight_decay=0.0, log_every=log_every)
     vlm.train(was_training)
     return {"language_pretrain/steps": cfg.steps,
-            "language_pretrain/final_loss": float(loss.detach()),
-            "language_pretrain/seconds": time.perf_counter() - start,
+            "language_pretrain/final_loss": final_loss,
+            "language_pretrain/seconds": seconds,
             "language_pretrain/lookup_acc_before": before,
             "language_pretrain/lookup_acc": lookup_accuracy(vlm, tokenizer, texts, seed=seed,
                                                             device=device)}

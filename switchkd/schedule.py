@@ -1,4 +1,4 @@
-"""The learning-rate schedule shared by every training loop (teacher, student, vision pretraining)."""
+"""The learning-rate schedule shared by every training loop (teacher, student, pretraining stages)."""
 
 from __future__ import annotations
 

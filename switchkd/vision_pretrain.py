@@ -14,7 +14,6 @@ Shapes: B images, N = G * G visual tokens, D_vis vision width, C classes of one 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from switchkd.data.assets import Assets, load_assets
 from switchkd.data.collate import normalize_pixels
 from switchkd.data.grid_labels import LABEL_CLASSES, GridBatch, grid_batch
 from switchkd.models.vlm import VLM
-from switchkd.schedule import make_scheduler
+from switchkd.pretrain_loop import run_pretraining
 
 PROBE_IMAGES = 1000  # held-out generated scenes (their own seed stream) for the accuracies
 
@@ -79,34 +78,24 @@ def pretrain_vision(vlm: VLM, cfg: VisionPretrainConfig, *, seed: int, device: t
         heads = nn.ModuleDict({name: nn.Linear(width, classes)
                                for name, classes in LABEL_CLASSES.items()}).to(device)
     params = [p for p in vlm.vision_parameters() if p.requires_grad] + list(heads.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    scheduler = make_scheduler(optimizer, cfg.warmup_steps, cfg.steps, min_lr_ratio=0.0)
     tower = vlm.vision_tower
     was_training = tower.training
     tower.train()
-    start = time.perf_counter()
-    loss = torch.tensor(float("nan"))
-    for step in range(cfg.steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         batch = grid_batch(assets, size=size, grid=side, n=cfg.batch_size, seed=seed, index=step,
                            sign_fraction=cfg.sign_fraction)
         images, labels = _tensors(batch, device)
         features = vlm.encode_image(images)  # (B, N, D_vis)
-        loss = sum(F.cross_entropy(head(features).flatten(0, 1), labels[name].flatten())
+        return sum(F.cross_entropy(head(features).flatten(0, 1), labels[name].flatten())
                    for name, head in heads.items())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"vision pretraining: non-finite loss {loss.item()} at "
-                                     f"step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        if log_every and (step % log_every == 0 or step == cfg.steps - 1):
-            print(f"[vision pretrain] step {step + 1}/{cfg.steps} loss {loss.item():.4f} "
-                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+
+    final_loss, seconds = run_pretraining("vision pretraining", params, loss_at, steps=cfg.steps,
+                                          lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                                          weight_decay=0.01, log_every=log_every)
     tower.train(was_training)
     probe = grid_batch(assets, size=size, grid=side, n=PROBE_IMAGES, seed=seed + 1_000_003,
                        index=0, sign_fraction=cfg.sign_fraction)
-    return {"vision_pretrain/steps": cfg.steps, "vision_pretrain/final_loss": float(loss.detach()),
-            "vision_pretrain/seconds": time.perf_counter() - start,
+    return {"vision_pretrain/steps": cfg.steps, "vision_pretrain/final_loss": final_loss,
+            "vision_pretrain/seconds": seconds,
             **probe_accuracy(vlm, heads, probe, device)}
