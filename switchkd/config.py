@@ -287,9 +287,17 @@ class LanguagePretrainConfig:
     batch_size: int = 64
     lr: float = 3e-4
     warmup_steps: int = 20
+    # Lookup prompts added to every teacher CE step (their CE summed with the CE of the
+    # conversations), so the CE stage rehearses the skill instead of overwriting it; 0 = none.
+    rehearse_batch_size: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.steps > 0 or self.rehearse_batch_size > 0
 
     def validate(self, key: str) -> None:
         _check(self.steps >= 0, f"{key}.steps", "must be >= 0")
+        _check(self.rehearse_batch_size >= 0, f"{key}.rehearse_batch_size", "must be >= 0")
         _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
         _check(self.lr > 0, f"{key}.lr", "must be > 0")
         _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")

@@ -113,6 +113,29 @@ def lookup_accuracy(vlm: VLM, tokenizer, texts: dict[str, list[str]], *, seed: i
     return 100.0 * float((logits.argmax(-1) == targets).float().mean())
 
 
+class LookupLoss:
+    """CE of the answer letter on fresh lookup prompts; one draw of ``batch_size`` per call.
+
+    Shared by ``pretrain_language`` and the rehearsal inside the teacher's CE stage
+    (``language_pretrain.rehearse_batch_size``). Deterministic in ``seed`` and ``stream``.
+    """
+
+    def __init__(self, tokenizer, answers: Sequence[str], *, batch_size: int, seed: int,
+                 stream: str = "train"):
+        self.texts = lookup_texts(answers)
+        if len(self.texts["en"]) < 5:
+            raise ValueError(f"lookup prompts need at least 5 distinct short train answers, "
+                             f"got {len(self.texts['en'])}")
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.rng = random.Random(f"lookup-{stream}-{seed}")
+
+    def __call__(self, vlm: VLM, device: torch.device) -> torch.Tensor:
+        input_ids, attention_mask, targets = _encode(
+            self.tokenizer, *lookup_prompts(self.texts, self.rng, self.batch_size), device)
+        return F.cross_entropy(_next_token_logits(vlm, input_ids, attention_mask), targets)
+
+
 def pretrain_language(vlm: VLM, cfg: LanguagePretrainConfig, tokenizer, answers: Sequence[str],
                       *, seed: int, device: torch.device, log_every: int = 0) -> dict[str, Any]:
     """Train ``vlm``'s language model in place for ``cfg.steps`` lookup steps; return a record.
@@ -121,22 +144,14 @@ def pretrain_language(vlm: VLM, cfg: LanguagePretrainConfig, tokenizer, answers:
     prompts every step, deterministic in ``seed``; AdamW with warmup and cosine decay; CE of the
     answer letter at the last prompt position.
     """
-    texts = lookup_texts(answers)
-    if len(texts["en"]) < 5:
-        raise ValueError(f"language pretraining needs at least 5 distinct short train answers, "
-                         f"got {len(texts['en'])}")
+    lookup_loss = LookupLoss(tokenizer, answers, batch_size=cfg.batch_size, seed=seed)
+    texts = lookup_loss.texts
     params = [p for p in vlm.language_parameters() if p.requires_grad]
-    rng = random.Random(f"lookup-train-{seed}")
     before = lookup_accuracy(vlm, tokenizer, texts, seed=seed, device=device)
     was_training = vlm.training
     vlm.train()
-
-    def loss_at(step: int) -> torch.Tensor:
-        input_ids, attention_mask, targets = _encode(
-            tokenizer, *lookup_prompts(texts, rng, cfg.batch_size), device)
-        return F.cross_entropy(_next_token_logits(vlm, input_ids, attention_mask), targets)
-
-    final_loss, seconds = run_pretraining("language pretraining", params, loss_at, steps=cfg.steps,
+    final_loss, seconds = run_pretraining("language pretraining", params,
+                                          lambda step: lookup_loss(vlm, device), steps=cfg.steps,
                                           lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                                           weight_decay=0.0, log_every=log_every)
     vlm.train(was_training)

@@ -39,7 +39,8 @@ def tiny() -> Config:
                           teacher=TeacherTrainConfig(
                               max_steps=60, batch_size=8, lr=3e-3, warmup_steps=5,
                               vision_pretrain=VisionPretrainConfig(steps=10, batch_size=16),
-                              language_pretrain=LanguagePretrainConfig(steps=10, batch_size=8),
+                              language_pretrain=LanguagePretrainConfig(steps=10, batch_size=8,
+                                                                rehearse_batch_size=4),
                               freeze_vision=True)),
         run=RunConfig(device="cpu", precision="fp32"),
     )

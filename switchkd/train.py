@@ -35,7 +35,8 @@ from switchkd.data.collate import Collator
 from switchkd.data.source import DataBundle, load_data
 from switchkd.data.tokenizer import image_token_id
 from switchkd.evaluation.evaluate import evaluate
-from switchkd.language_pretrain import pretrain_language
+from switchkd.language_pretrain import (LookupLoss, lookup_accuracy, lookup_texts,
+                                        pretrain_language)
 from switchkd.losses import ce_loss
 from switchkd.models.build import (build_vlm, check_pair, copy_vision_encoder, freeze, load_vlm)
 from switchkd.models.export import save_hf_folder
@@ -181,8 +182,9 @@ def teacher_key(cfg: Config, data_fingerprint: str) -> str:
     # Settings added after teachers were shipped are hashed only when switched on, so the key
     # of a teacher trained without them (e.g. 181a167165ee47a9, the evidence study's) holds.
     budget = cfg.train.teacher
-    for stage in ("vision_pretrain", "language_pretrain"):
-        if getattr(budget, stage).steps == 0:
+    for stage, on in (("vision_pretrain", budget.vision_pretrain.steps > 0),
+                      ("language_pretrain", budget.language_pretrain.enabled)):
+        if not on:
             parts = {k: v for k, v in parts.items() if not k.startswith(f"train.teacher.{stage}.")}
     if not budget.freeze_vision:
         parts.pop("train.teacher.freeze_vision")
@@ -290,6 +292,11 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
               f"{pretrain_record['language_pretrain/lookup_acc']:.1f} %", flush=True)
     if budget.freeze_vision:
         teacher.vision_tower.requires_grad_(False)
+    rehearsal = None
+    if budget.language_pretrain.rehearse_batch_size > 0:
+        rehearsal = LookupLoss(tok, train_answers(bundle.train), seed=budget.seed,
+                               batch_size=budget.language_pretrain.rehearse_batch_size,
+                               stream="rehearse")
     collator = make_collator(teacher, bundle, cfg)
     optimizer = make_optimizer(teacher, budget.lr, cfg)
     scheduler = make_scheduler(optimizer, budget.warmup_steps, budget.max_steps,
@@ -303,8 +310,10 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
         with autocast(cfg, device):
             logits = teacher(batch.pixel_values, batch.input_ids, batch.attention_mask).logits
             loss = ce_loss(logits[:, :-1], batch.labels[:, 1:])
+            if rehearsal is not None:
+                loss = loss + rehearsal(teacher, device)
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"teacher training: non-finite ce_loss={loss.item()} at "
+            raise NonFiniteLossError(f"teacher training: non-finite loss={loss.item()} at "
                                      f"step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -313,9 +322,14 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
         optimizer.step()
         scheduler.step()
         if step % max(1, budget.max_steps // 20) == 0 or step == budget.max_steps - 1:
-            print(f"[teacher] step {step + 1}/{budget.max_steps} ce_loss {loss.item():.4f} "
+            print(f"[teacher] step {step + 1}/{budget.max_steps} "
+                  f"{'ce+lookup' if rehearsal else 'ce'}_loss {loss.item():.4f} "
                   f"({time.perf_counter() - start:.0f}s)", flush=True)
     wall = time.perf_counter() - start
+    if budget.language_pretrain.enabled:  # did the skill survive the CE stage?
+        pretrain_record["language_pretrain/lookup_acc_after_ce"] = lookup_accuracy(
+            teacher, tok, lookup_texts(train_answers(bundle.train)), seed=budget.seed,
+            device=device)
     metrics = evaluate(teacher, tok, bundle.val, device=str(device), split="val")
     record = {"teacher_fingerprint": os.path.basename(directory), "steps": budget.max_steps,
               "train_s": wall, "data_fingerprint": bundle.fingerprint,

@@ -123,3 +123,5 @@ def test_teacher_key_hashes_language_pretraining_only_when_it_is_on():
                        data) == "44195a6a43d48d88"
     assert teacher_key(with_overrides(default, {"train.teacher.language_pretrain.steps": 1500}),
                        data) != "44195a6a43d48d88"
+    rehearsed = with_overrides(default, {"train.teacher.language_pretrain.rehearse_batch_size": 32})
+    assert teacher_key(rehearsed, data) != "44195a6a43d48d88"

@@ -9,7 +9,7 @@ import torch
 from switchkd.config import LanguagePretrainConfig
 from switchkd.data.format import OPTION_LETTERS
 from switchkd.data.tokenizer import image_token_id, train_tokenizer
-from switchkd.language_pretrain import lookup_prompts, lookup_texts, pretrain_language
+from switchkd.language_pretrain import LookupLoss, lookup_prompts, lookup_texts, pretrain_language
 from switchkd.models.build import build_vlm
 from switchkd.presets import tiny
 
@@ -78,3 +78,20 @@ def test_language_pretraining_needs_enough_option_texts(tokenizer):
     with pytest.raises(ValueError, match="at least 5 distinct short train answers"):
         pretrain_language(vlm, LanguagePretrainConfig(steps=1), tokenizer, ["red", "blue"],
                           seed=0, device=torch.device("cpu"))
+
+
+def test_lookup_loss_draws_fresh_deterministic_prompts_per_stream(tokenizer):
+    """The rehearsal in the teacher's CE stage: a differentiable letter CE, new prompts each call,
+    the same sequence for the same (seed, stream), another for another stream."""
+    vlm = build_vlm(tiny().model.teacher, vocab_size=len(tokenizer),
+                    image_token_id=image_token_id(tokenizer), seed=0)
+
+    def losses(stream):
+        loss_fn = LookupLoss(tokenizer, ANSWERS, batch_size=4, seed=0, stream=stream)
+        return [loss_fn(vlm, torch.device("cpu")) for _ in range(3)]
+
+    first = losses("rehearse")
+    assert first[0].requires_grad and all(torch.isfinite(x) for x in first)
+    assert len({round(x.item(), 6) for x in first}) == 3  # fresh prompts every call
+    assert [x.item() for x in losses("rehearse")] == [x.item() for x in first]
+    assert [x.item() for x in losses("train")] != [x.item() for x in first]
