@@ -666,7 +666,8 @@ def evaluate_run(cfg: Config, checkpoint_dir: str, *,
     """Score a checkpoint's student on ``split`` (``test`` or ``val``) of the run's data.
 
     Returns:
-        ``({split}/... metrics as evaluation.evaluate returns them, per-item records)``; each
+        ``({split}/... metrics as evaluation.evaluate returns them, with the multiple-choice
+        tasks' cloze accuracy ``{split}/{task}_cloze``, per-item records)``; each
         record has ``task``, ``index`` (row in the split), ``prediction`` and ``score`` (0-1),
         the inputs of paired tests over items.
 
@@ -683,7 +684,7 @@ def evaluate_run(cfg: Config, checkpoint_dir: str, *,
     if rows is None:
         raise ValueError(f"data.kind={cfg.data.kind!r} has no {split} split")
     device = resolve_device(cfg.run.device)
-    records = predict(student.to(device), bundle.tokenizer, rows, device=str(device))
+    records = predict(student.to(device), bundle.tokenizer, rows, device=str(device), cloze=True)
     return metrics_from_records(records, split=split), records
 
 

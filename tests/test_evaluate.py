@@ -221,3 +221,50 @@ def test_bad_mc_answer_raises(model, tokenizer):
     bad = [_row("sqa", "Will these magnets attract or repel?", "C", options=["attract", "repel"])]
     with pytest.raises(ValueError, match="option letters"):
         predict(model, tokenizer, bad)
+
+
+MC_TASKS = ("mmb", "mmbcn", "sqa", "mmmu")
+
+
+def test_oracle_cloze_scores_option_texts_after_the_bare_question(model, tokenizer, rows):
+    """The cloze formulation shows no options (the oracle would answer with a letter if it
+    saw them) and scores each option's text; off by default."""
+    oracle = OracleVLM(model, tokenizer, ROWS)
+    out = evaluate(oracle, tokenizer, rows, batch_size=4, cloze=True)
+    for task in MC_TASKS:
+        assert out[f"val/{task}_cloze"] == pytest.approx(100.0), task
+    assert not any(k.endswith("_cloze") for k in evaluate(oracle, tokenizer, rows, batch_size=4))
+    records = predict(oracle, tokenizer, rows, batch_size=3, cloze=True)
+    mc = [r for r in records if r["task"] in MC_TASKS]
+    assert [r["cloze_prediction"] for r in mc] == [r["answer"] for r in mc]
+    assert not any("cloze_score" in r for r in records if r["task"] not in MC_TASKS)
+
+
+class LetterBlindOracle(OracleVLM):
+    """Knows every answer's text but, shown lettered options, always says the first letter."""
+
+    def _all_logits(self, input_ids):
+        logits = super()._all_logits(input_ids)
+        first = self.tokenizer(answer_text("A"), add_special_tokens=False)["input_ids"][0]
+        for b, ids in enumerate(input_ids.tolist()):
+            if "\nA. " in self.tokenizer.decode(ids):
+                logits[b] = 0.0
+                logits[b, :, first] = 20.0
+        return logits
+
+
+def test_cloze_separates_knowing_the_answer_from_binding_its_letter(model, tokenizer, rows):
+    out = evaluate(LetterBlindOracle(model, tokenizer, ROWS), tokenizer, rows, cloze=True)
+    assert all(r["answer"] != "A" for r in ROWS if r["task"] in ("sqa", "mmmu"))
+    assert out["val/sqa"] == 0.0 and out["val/mmmu"] == 0.0
+    assert out["val/mmb"] == 0.0 and out["val/mmbcn"] == 0.0  # circular: "A" is right once
+    for task in MC_TASKS:
+        assert out[f"val/{task}_cloze"] == pytest.approx(100.0), task
+
+
+def test_cloze_choice_does_not_depend_on_batch_composition(model, tokenizer, rows):
+    one = predict(model, tokenizer, rows, batch_size=1, max_new_tokens=1, cloze=True)
+    seven = predict(model, tokenizer, rows, batch_size=7, max_new_tokens=1, cloze=True)
+    picks = [r.get("cloze_prediction") for r in one]
+    assert picks == [r.get("cloze_prediction") for r in seven]
+    assert sum(p is not None for p in picks) == sum(r["task"] in MC_TASKS for r in ROWS)

@@ -8,6 +8,12 @@ Three ways to answer, chosen per row:
   comparison" below), so a model never loses points for format. ``mmb`` / ``mmbcn`` are scored
   under every rotation of the options (CircularEval) and also report the vanilla (rotation 0)
   accuracy.
+  With ``cloze=True`` multiple-choice rows are also scored in the **cloze formulation** (OLMES,
+  Gu et al. 2024; lm-eval's option-text scoring): the question stem alone, as an open-ended
+  question with no options shown, and each option's text (plus ``<eos>``) scored as the answer
+  by its summed log-probability, i.e. the probability that the model's open answer is exactly
+  that option. It separates knowing the answer from binding it to a letter, which small LMs
+  learn late. Reported as ``{task}_cloze``; the primary metric stays the letter protocol.
 * **yes/no** (``mme``, ``pope``): the same comparison between ``answer_text("yes")`` and
   ``answer_text("no")``: cheaper than decoding and format-proof.
 * **open-ended** (everything else): batched greedy decoding from left-padded prompts, at most
@@ -49,7 +55,7 @@ YES_NO = ("yes", "no")
 
 def evaluate(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int = 64,
              device: str = "cpu", split: str = "val", blind: bool = False,
-             max_new_tokens: int = 8) -> dict[str, float]:
+             max_new_tokens: int = 8, cloze: bool = False) -> dict[str, float]:
     """Score ``model`` on ``rows`` (val/test item schema) and return flat metrics.
 
     Keys: ``{split}/{task}`` (primary metric, percent), ``{split}/{task}_{sub}`` (extras, see
@@ -58,10 +64,11 @@ def evaluate(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int =
     when all ten tasks are present, else ``{split}/avg`` over the present tasks.
 
     ``blind=True`` replaces every image by zeros after normalisation (a constant mid-grey
-    image): the blind baseline of BENCHMARK_DESIGN.md section 5.3.
+    image): the blind baseline of BENCHMARK_DESIGN.md section 5.3. ``cloze=True`` adds the
+    cloze-formulation accuracy of the multiple-choice tasks (``{split}/{task}_cloze``).
     """
     records = predict(model, tokenizer, rows, batch_size=batch_size, device=device, blind=blind,
-                      max_new_tokens=max_new_tokens)
+                      max_new_tokens=max_new_tokens, cloze=cloze)
     return metrics_from_records(records, split=split)
 
 
@@ -87,9 +94,12 @@ def metrics_from_records(records: Sequence[Mapping[str, Any]], *, split: str) ->
 
 
 def predict(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int = 64,
-            device: str = "cpu", blind: bool = False,
-            max_new_tokens: int = 8) -> list[dict[str, Any]]:
+            device: str = "cpu", blind: bool = False, max_new_tokens: int = 8,
+            cloze: bool = False) -> list[dict[str, Any]]:
     """Answer every row; one record per row (schema in ``switchkd.evaluation.metrics``).
+
+    ``cloze=True`` also scores multiple-choice rows in the cloze formulation (module doc): their
+    records gain ``cloze_prediction`` (letter) and ``cloze_score`` (0 or 1).
 
     ``rows`` is a ``datasets.Dataset`` or a sequence of row dicts. ``model`` is a ``VLM`` (or an
     object with the same ``encode_image`` / ``project`` / ``lm_logits`` / ``num_image_tokens``
@@ -133,6 +143,8 @@ def predict(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int = 
                 chosen.update(zip(queries, runner.choose(rows, queries, candidates)))
             generated = dict(zip(open_ended, runner.generate(rows, open_ended,
                                                              max_new_tokens=max_new_tokens)))
+            choice_rows = [i for i, k in enumerate(num_options) if k]
+            cloze_choice = dict(zip(choice_rows, runner.cloze(rows, choice_rows))) if cloze else {}
     finally:
         model.train(was_training)
 
@@ -142,6 +154,9 @@ def predict(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int = 
                   "answers": list(references[i] or []), "meta": _parse_meta(metas[i])}
         if num_options[i]:
             record.update(_choice_record(task, i, gold[i], num_options[i], chosen))
+            if cloze:
+                record["cloze_prediction"] = OPTION_LETTERS[cloze_choice[i]]
+                record["cloze_score"] = float(cloze_choice[i] == gold[i])
         elif task in metrics.YES_NO_TASKS:
             record["prediction"] = YES_NO[chosen[i, None]]
             record["score"] = metrics.exact_match(record["prediction"], answers[i])
@@ -190,6 +205,28 @@ class _Runner:
                 scores = self._sequence_log_likelihood(prompt, embeds, candidate_ids)  # (B, K)
             chosen += scores.argmax(-1).tolist()
         return chosen
+
+    def cloze(self, rows, indices: list[int]) -> list[int]:
+        """Index of the most likely option text for each multiple-choice row at ``indices``.
+
+        Prompt: the row's question stem without its options (an open-ended question); score:
+        summed log-prob of ``answer_text(option)`` + ``<eos>``. One forward per (row, option).
+        """
+        pairs = []  # (row, option index, continuation ids)
+        for i, row in zip(indices, _fetch(rows, indices)):
+            options = self.collator.answer_ids(list(row["options"]))
+            pairs += [(i, k, ids + [self.eos_id]) for k, ids in enumerate(options)]
+        scores: dict[int, list[float]] = defaultdict(list)
+        for start in range(0, len(pairs), self.batch_size):
+            part = pairs[start:start + self.batch_size]
+            stems = [{**row, "options": []} for row in _fetch(rows, [i for i, _, _ in part])]
+            prompt = self.collator.prompt_batch(stems).to(self.device)
+            embeds = self._image_embeds(prompt.pixel_values)  # (B, N, D)
+            log_likelihood = self._continuation_log_likelihood(
+                prompt.input_ids, prompt.attention_mask, embeds, [ids for _, _, ids in part])
+            for (i, _, _), value in zip(part, log_likelihood.tolist()):
+                scores[i].append(value)  # options arrive in order, row by row
+        return [max(range(len(scores[i])), key=scores[i].__getitem__) for i in indices]
 
     def generate(self, rows, indices: list[int], *, max_new_tokens: int) -> list[str]:
         """Greedy answers (decoded, stripped) for the rows at ``indices``."""
@@ -256,21 +293,32 @@ class _Runner:
 
         Shapes: prompt.input_ids (B, P); embeds (B, N, D) -> (B, K).
         """
-        batch, width = prompt.input_ids.shape
-        num, length = len(candidate_ids), max(len(c) for c in candidate_ids)
-        device = prompt.input_ids.device
-        cand = torch.full((num, length), self.collator.pad_id, dtype=torch.long, device=device)
-        cand_mask = torch.zeros((num, length), dtype=torch.long, device=device)  # (K, L)
-        for k, ids in enumerate(candidate_ids):
-            cand[k, :len(ids)] = torch.tensor(ids, device=device)
-            cand_mask[k, :len(ids)] = 1
-        cand, cand_mask = cand.repeat(batch, 1), cand_mask.repeat(batch, 1)  # (B*K, L)
-        input_ids = torch.cat([prompt.input_ids.repeat_interleave(num, 0), cand], 1)  # (B*K, P+L)
-        mask = torch.cat([prompt.attention_mask.repeat_interleave(num, 0), cand_mask], 1)
-        logits = self.model.lm_logits(input_ids, embeds.repeat_interleave(num, 0), mask)
-        logp = logits[:, width - 1:width - 1 + length].float().log_softmax(-1)  # (B*K, L, V)
-        token_logp = logp.gather(-1, cand[..., None]).squeeze(-1)  # (B*K, L)
-        return (token_logp * cand_mask).sum(-1).view(batch, num)  # (B, K)
+        batch, num = prompt.input_ids.shape[0], len(candidate_ids)
+        log_likelihood = self._continuation_log_likelihood(
+            prompt.input_ids.repeat_interleave(num, 0), prompt.attention_mask.repeat_interleave(
+                num, 0), embeds.repeat_interleave(num, 0), candidate_ids * batch)  # (B*K,)
+        return log_likelihood.view(batch, num)
+
+    def _continuation_log_likelihood(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                     embeds: torch.Tensor,
+                                     continuations: list[list[int]]) -> torch.Tensor:
+        """Summed log-prob of ``continuations[b]`` appended to left-padded prompt b.
+
+        Shapes: input_ids, attention_mask (B, P); embeds (B, N, D) -> (B,).
+        """
+        width, length = input_ids.shape[1], max(len(c) for c in continuations)
+        device = input_ids.device
+        cont = torch.full((len(continuations), length), self.collator.pad_id, dtype=torch.long,
+                          device=device)  # (B, L)
+        cont_mask = torch.zeros_like(cont)  # (B, L)
+        for b, ids in enumerate(continuations):
+            cont[b, :len(ids)] = torch.tensor(ids, device=device)
+            cont_mask[b, :len(ids)] = 1
+        logits = self.model.lm_logits(torch.cat([input_ids, cont], 1), embeds,
+                                      torch.cat([attention_mask, cont_mask], 1))  # (B, P+L, V)
+        logp = logits[:, width - 1:width - 1 + length].float().log_softmax(-1)  # (B, L, V)
+        token_logp = logp.gather(-1, cont[..., None]).squeeze(-1)  # (B, L)
+        return (token_logp * cont_mask).sum(-1)  # (B,)
 
 
 def _branch_point(candidate_ids: list[list[int]]) -> tuple[list[int], list[int] | None]:

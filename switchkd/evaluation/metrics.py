@@ -8,7 +8,8 @@ No torch here. Scorers work on *item records*, the per-item output of
      "answer": str, "answers": list[str],  # gold answer and pseudo-annotator answers
      "meta": dict,                       # the row's parsed ``meta`` JSON
      "score": float,                     # item-level score in [0, 1] (``item_score``)
-     "rotation_correct": list[bool]}     # CircularEval tasks only; rotation 0 = stored order
+     "rotation_correct": list[bool],     # CircularEval tasks only; rotation 0 = stored order
+     "cloze_score": float}               # multiple choice, when scored in the cloze formulation
 
 Primary metric per task, all in percent (0-100):
 
@@ -22,6 +23,8 @@ Primary metric per task, all in percent (0-100):
   F1 of detecting "unanswerable".
 * ``gqa``: exact-match accuracy, also per structural ``type``.
 * ``sqa``, ``mmmu``: multiple-choice accuracy.
+* every multiple-choice task, when records carry ``cloze_score``: ``cloze``, the accuracy of the
+  cloze formulation (option text scored after the bare question, ``evaluate.predict``).
 * ``pope``: mean F1 over the settings present (random / popular / adversarial); accuracy,
   precision, recall, F1 and yes-ratio per setting.
 
@@ -243,10 +246,12 @@ def task_metrics(task: str, records: Sequence[Record]) -> dict[str, float]:
         return mme_scores(records)
     if task == "pope":
         return pope_scores(records)
+    cloze = ({"cloze": 100.0 * sum(r["cloze_score"] for r in records) / len(records)}
+             if all("cloze_score" in r for r in records) else {})
     if task in CIRCULAR_TASKS:
         scores = circular_scores(records)
-        return {"primary": scores["circular"], "vanilla": scores["vanilla"]}
-    out = {"primary": accuracy(records)}
+        return {"primary": scores["circular"], "vanilla": scores["vanilla"], **cloze}
+    out = {"primary": accuracy(records), **cloze}
     if task == "gqa":
         out.update(accuracy_by(records, "type"))
     if task == "vizwiz":
