@@ -249,3 +249,26 @@ def test_shipped_teacher_is_installed_instead_of_retrained(cache_dir, tmp_path, 
     assert prepare(_cfg(fresh)) == info
     assert os.path.isfile(os.path.join(teacher_dir(_cfg(fresh), info["data_fingerprint"]),
                                        "model.safetensors"))
+
+
+def test_teacher_ce_stage_rehearses_the_option_lookup(cache_dir):
+    """``language_pretrain.rehearse_batch_size`` adds lookup prompts to every CE step: the
+    teacher differs from one trained without them, and its record reports the lookup accuracy
+    after the CE stage."""
+    from switchkd.data.source import load_data
+
+    cfg = _cfg(cache_dir)
+    assert cfg.train.teacher.language_pretrain.rehearse_batch_size > 0
+    plain = with_overrides(cfg, {"train.teacher.language_pretrain.rehearse_batch_size": 0})
+    records = []
+    for c in (cfg, plain):
+        with open(os.path.join(teacher_dir(c, prepare(c)["data_fingerprint"]),
+                               "teacher.json")) as f:
+            records.append(json.load(f))
+    for record in records:
+        assert 0.0 <= record["language_pretrain/lookup_acc_after_ce"] <= 100.0
+    # identical up to the CE stage: same pretraining record, then different weights
+    assert records[0]["language_pretrain/lookup_acc"] == records[1]["language_pretrain/lookup_acc"]
+    bundle = load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
+    rehearsed, not_rehearsed = (load_teacher(c, bundle).hf.state_dict() for c in (cfg, plain))
+    assert not torch.equal(rehearsed["lm_head.weight"], not_rehearsed["lm_head.weight"])
