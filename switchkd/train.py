@@ -381,21 +381,26 @@ def needs_teacher(cfg: Config) -> bool:
 def prepare(cfg: Config) -> dict[str, Any]:
     """Build (or find cached) data and, when ``needs_teacher(cfg)``, the trained teacher.
 
-    Idempotent and safe to call from several processes at once (file lock). Sweeps call it
-    once before launching trials so trials never race to build the same cache.
+    Idempotent and safe to call from several processes at once (a file lock for the data, one
+    per teacher). Sweeps call it once before launching trials so trials never race to build the
+    same cache.
     """
     cache_dir = os.path.abspath(cfg.run.cache_dir)
-    with _file_lock(os.path.join(cache_dir, ".prepare.lock")):
+    with _file_lock(os.path.join(cache_dir, ".prepare.lock")):  # data: one build per cache
         bundle = load_data(cfg.data, cache_dir)
-        result = {"data_fingerprint": bundle.fingerprint, "teacher_fingerprint": None}
-        if needs_teacher(cfg):
-            directory = teacher_dir(cfg, bundle.fingerprint)
+    result = {"data_fingerprint": bundle.fingerprint, "teacher_fingerprint": None}
+    if needs_teacher(cfg):
+        directory = teacher_dir(cfg, bundle.fingerprint)
+        # One lock per teacher: training one (most of an hour on `default`) does not hold up
+        # runs whose teacher is already cached.
+        lock = os.path.join(os.path.dirname(directory), f".{os.path.basename(directory)}.lock")
+        with _file_lock(lock):
             if not os.path.isdir(directory) and not _install_shipped_teacher(cfg, bundle, directory):
                 train_teacher(cfg, bundle, directory)
             if cfg.train.stage == "distill" and cfg.train.use_teacher_cache and \
                     not os.path.isdir(teacher_cache_dir(cfg, bundle)):
                 _build_teacher_cache(cfg, bundle)
-            result["teacher_fingerprint"] = teacher_key(cfg, bundle.fingerprint)
+        result["teacher_fingerprint"] = teacher_key(cfg, bundle.fingerprint)
     return result
 
 

@@ -83,6 +83,31 @@ def test_teacher_is_trained_once_and_cached(cache_dir):
     assert os.path.getmtime(os.path.join(directory, "model.safetensors")) == stamp
 
 
+def test_teacher_lock_is_per_teacher(cache_dir):
+    """While one teacher trains (its lock held), runs on another, cached teacher go ahead;
+    runs on the same teacher wait for it."""
+    import fcntl
+    import threading
+
+    cfg = _cfg(cache_dir)
+    directory = teacher_dir(cfg, prepare(cfg)["data_fingerprint"])
+    other = os.path.join(os.path.dirname(directory), ".0123456789abcdef.lock")
+    own = os.path.join(os.path.dirname(directory), f".{os.path.basename(directory)}.lock")
+    for lock, blocks in ((other, False), (own, True)):
+        with open(lock, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            done = threading.Event()
+            worker = threading.Thread(target=lambda: (prepare(cfg), done.set()))
+            worker.start()
+            if blocks:
+                assert not done.wait(timeout=2)  # still waiting for the lock
+            else:
+                assert done.wait(timeout=60)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        worker.join(timeout=60)
+        assert done.is_set()
+
+
 def test_teacher_reads_its_pretrained_vision_encoder_frozen(cache_dir):
     """``train.teacher.vision_pretrain`` trains the encoder first; with ``freeze_vision`` the CE
     stage leaves it exactly as pretrained (rebuilt here from the same seed) and trains the rest."""
