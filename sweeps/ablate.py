@@ -42,7 +42,6 @@ column, plus ``items.parquet`` (``analysis.schema.ITEM_COLUMNS``).
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import time
@@ -64,8 +63,8 @@ from sweeps.export import (FINAL_STATES, HISTORY_FILE, MANIFEST, REPORTS, TRIALS
 from sweeps.space import (SMOKE_DEFAULTS, SpaceError, _check_key, _closest, _is_number,
                           _overrides, _Where, read_yaml_mapping)
 from sweeps.tuner import (ProgressPrinter, ReportLog, SweepError, SweepOutcome, _comparable,
-                          _count, _exclusive, driver_resources, trial_plan,
-                          write_json_atomic)
+                          _count, _exclusive, driver_resources, interrupted_experiment,
+                          run_experiment, trial_plan, write_json_atomic)
 
 TOP_LEVEL = ("study", "question", "preset", "metric", "mode", "seeds", "baseline",
              "max_concurrent_trials", "workers_per_trial", "resources", "max_failures",
@@ -443,14 +442,11 @@ def run_ablation(ablation: Ablation, results_dir: str, *, cache_dir: str, resume
 
         # 1. An interrupted experiment: finish its cells (same trial ids, from checkpoints).
         names = [e["name"] for e in manifest["experiments"]]
-        if resume and names:
-            trials = experiment_trials(results_dir, names[-1])
-            if trials is not None and (
-                    len(trials) < manifest["experiments"][-1]["num_samples"]
-                    or any(t.status not in FINAL_STATES for t in trials)):
-                print(f"[ablate] restoring interrupted experiment {names[-1]}", flush=True)
-                restore_ablation_tuner(plan, variants, results_dir=results_dir,
-                                       experiment=names[-1]).fit()
+        interrupted_name = interrupted_experiment(results_dir, manifest) if resume else None
+        if interrupted_name:
+            print(f"[ablate] restoring interrupted experiment {interrupted_name}", flush=True)
+            restore_ablation_tuner(plan, variants, results_dir=results_dir,
+                                   experiment=interrupted_name).fit()
 
         # 2. The cells no finished trial covers, unless step 1 was interrupted.
         done = finished_cells(results_dir, names)
@@ -458,17 +454,16 @@ def run_ablation(ablation: Ablation, results_dir: str, *, cache_dir: str, resume
         interrupted = _count(results_dir, names, finished=False) > 0
         if missing and not interrupted:
             name = f"{ablation.study}-{len(names) + 1:03d}"
-            manifest["experiments"].append({
-                "name": name, "num_samples": len(missing), "cells": missing,
-                "git_sha": git_sha, "preset": ablation.preset, "overrides": overrides,
-                "started": datetime.datetime.now(datetime.timezone.utc).isoformat()})
             names.append(name)
-            write_json_atomic(manifest, os.path.join(results_dir, MANIFEST))
             print(f"[ablate] {ablation.study}: {len(ablation.cells()) - len(missing)} of "
                   f"{len(ablation.cells())} cells done, running {len(missing)} ({name})",
                   flush=True)
-            build_ablation_tuner(ablation, plan, variants, results_dir=results_dir,
-                                 experiment=name, cells=missing, verbose=verbose).fit()
+            run_experiment(results_dir, manifest, {
+                "name": name, "num_samples": len(missing), "cells": missing, "git_sha": git_sha,
+                "preset": ablation.preset, "overrides": overrides,
+                "max_concurrent_trials": ablation.max_concurrent_trials},
+                build_ablation_tuner(ablation, plan, variants, results_dir=results_dir,
+                                     experiment=name, cells=missing, verbose=verbose).fit)
         elif not interrupted:
             print(f"[ablate] {ablation.study}: all {len(ablation.cells())} cells done; nothing "
                   f"to run", flush=True)

@@ -26,7 +26,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import optuna
 import ray
@@ -283,13 +283,10 @@ def run_sweep(space: SearchSpace, results_dir: str, *, cache_dir: str, resume: b
 
         # 1. An interrupted experiment: finish its trials (same trial ids, from checkpoints).
         names = [e["name"] for e in manifest["experiments"]]
-        if resume and names:
-            trials = experiment_trials(results_dir, names[-1])
-            if trials is not None and (
-                    len(trials) < manifest["experiments"][-1]["num_samples"]
-                    or any(t.status not in FINAL_STATES for t in trials)):
-                print(f"[sweep] restoring interrupted experiment {names[-1]}", flush=True)
-                restore_tuner(space, plan, results_dir=results_dir, experiment=names[-1]).fit()
+        interrupted_name = interrupted_experiment(results_dir, manifest) if resume else None
+        if interrupted_name:
+            print(f"[sweep] restoring interrupted experiment {interrupted_name}", flush=True)
+            restore_tuner(space, plan, results_dir=results_dir, experiment=interrupted_name).fit()
 
         # 2. New trials up to num_samples, unless step 1 was interrupted (Ctrl-C ends fit()).
         done = _count(results_dir, names, finished=True)
@@ -298,22 +295,52 @@ def run_sweep(space: SearchSpace, results_dir: str, *, cache_dir: str, resume: b
         if missing > 0 and not interrupted:
             _fail_stale_optuna_trials(results_dir, space)
             name = f"{space.study}-{len(names) + 1:03d}"
-            manifest["experiments"].append({
-                "name": name, "num_samples": missing, "git_sha": git_sha,
-                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                "preset": space.preset, "overrides": overrides})
             names.append(name)
-            write_json_atomic(manifest, os.path.join(results_dir, MANIFEST))
             print(f"[sweep] {space.study}: {done} trials done, running {missing} more "
                   f"({name})", flush=True)
-            build_tuner(space, plan, results_dir=results_dir, experiment=name,
-                        num_samples=missing, verbose=verbose).fit()
+            run_experiment(results_dir, manifest, {
+                "name": name, "num_samples": missing, "git_sha": git_sha, "preset": space.preset,
+                "overrides": overrides, "max_concurrent_trials": space.max_concurrent_trials},
+                build_tuner(space, plan, results_dir=results_dir, experiment=name,
+                            num_samples=missing, verbose=verbose).fit)
         elif not interrupted:
             print(f"[sweep] {space.study}: {done} trials done; nothing to run", flush=True)
         trials_path, history_path, num_trials = export_results(results_dir)
         unfinished = _count(results_dir, names, finished=False)
     return SweepOutcome(results_dir, trials_path, history_path, num_trials, unfinished,
                         time.perf_counter() - start)
+
+
+def interrupted_experiment(results_dir: str, manifest: dict[str, Any]) -> Optional[str]:
+    """The study's last experiment when it has trials missing or unfinished, else None."""
+    if not manifest["experiments"]:
+        return None
+    last = manifest["experiments"][-1]
+    trials = experiment_trials(results_dir, last["name"])
+    if trials is not None and (len(trials) < last["num_samples"]
+                               or any(t.status not in FINAL_STATES for t in trials)):
+        return last["name"]
+    return None
+
+
+def run_experiment(results_dir: str, manifest: dict[str, Any], entry: dict[str, Any],
+                   fit: Callable[[], Any]) -> None:
+    """Add a new experiment ``entry`` to the manifest, run ``fit`` (a Tuner's), and record
+    when it started, when it ended (also when interrupted) and its wall seconds."""
+    path = os.path.join(results_dir, MANIFEST)
+    entry = {**entry, "started": _now()}
+    manifest["experiments"].append(entry)
+    write_json_atomic(manifest, path)
+    start = time.perf_counter()
+    try:
+        fit()
+    finally:
+        entry.update(ended=_now(), wall_s=round(time.perf_counter() - start, 1))
+        write_json_atomic(manifest, path)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
 def _count(results_dir: str, experiments: list[str], *, finished: bool) -> int:

@@ -4,6 +4,7 @@ The Ray tests share one local cluster (``ray_session``, session-scoped) and one 
 cache; each sweep runs the real ``switchkd.train.train`` on the tiny preset.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -130,6 +131,13 @@ def test_smoke_sweep_resumed_to_two_trials(ray_session, tmp_path, cache_dir):
 
     loaded = load_results(results)
     assert sorted(loaded["trial_id"]) == sorted(trials["trial_id"])
+
+    with open(os.path.join(results, "sweep.json")) as f:
+        experiments = json.load(f)["experiments"]
+    assert [e["num_samples"] for e in experiments] == [1, 1]  # the second resume ran nothing
+    for experiment in experiments:
+        assert experiment["max_concurrent_trials"] >= 1
+        assert experiment["started"] < experiment["ended"] and experiment["wall_s"] > 0
 
     study = optuna.load_study(study_name="smoke", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(os.path.join(results, "optuna.journal"))))
