@@ -279,8 +279,10 @@ class LanguagePretrainConfig:
     The stand-in for the paper's pretrained LLM, on the skill a from-scratch LM did not learn
     from the VLM data: in-context option lookup ("Which option says red?" over lettered options
     -> the letter), which multiple-choice answers compose with perception
-    (``switchkd.language_pretrain``; measured not to survive the CE stage at lr 1e-3 or 3e-4,
-    docs/RESULTS.md section 8). Part of the teacher cache key when on.
+    (``switchkd.language_pretrain``). Measured on ``default``: the skill does not survive the CE
+    stage at lr 1e-3 or 3e-4 (docs/RESULTS.md section 8); with ``rehearse_batch_size`` it does
+    (87 %), yet multiple choice stays at chance (section 9). Part of the teacher cache key when
+    on (``steps`` or ``rehearse_batch_size`` above 0).
     """
 
     steps: int = 0

@@ -9,10 +9,12 @@ in-context lookup (find the option that holds the answer, copy its letter), and 
 never formed. Pilots on 2 cores: 900 lookup-only steps at lr 1e-3 stayed at chance; at lr 3e-4
 accuracy rose from 35 % to 84 % in 900 steps.
 
-Off in the presets (``tiny`` runs 10 steps to exercise the path). Measured on ``default``
-(docs/RESULTS.md section 8): 1,500 steps reach 78.1 % lookup accuracy, but after the CE stage
-(peak lr 1e-3, or 3e-4) the teacher's letter accuracy on its own train lookup turns is back at
-chance and the four multiple-choice tasks stay at chance.
+Off in the presets (``tiny`` runs 10 steps and rehearses, to exercise both paths). Measured on
+``default``: 1,500 steps reach 78.1 % lookup accuracy, but after the CE stage (peak lr 1e-3, or
+3e-4) the skill is gone (2.5 %; docs/RESULTS.md section 8). Rehearsing it in every CE step
+(``LookupLoss``, ``language_pretrain.rehearse_batch_size``) keeps it (87.3 % after CE), yet the
+four multiple-choice tasks stay at chance and the other tasks lose 8 points (section 9): the
+model does the lookup when the answer is written in the prompt, not when it has to perceive it.
 
 ``pretrain_language`` trains the language model (embeddings, blocks and head; no image) on
 prompts ``Which option says {text}?`` over 2-5 lettered options, rendered exactly like the
