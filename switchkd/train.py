@@ -281,11 +281,13 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                         eos_token_id=tok.eos_token_id, seed=budget.seed).to(device)
     pretrain_record = {}
+    # the option texts of every lookup prompt (pretraining, rehearsal, after-CE probe)
+    answers = train_answers(bundle.train) if budget.language_pretrain.enabled else []
     if budget.vision_pretrain.steps > 0:
         pretrain_record.update(pretrained_vision(teacher, cfg, device))
     if budget.language_pretrain.steps > 0:
         pretrain_record.update(pretrain_language(
-            teacher, budget.language_pretrain, tok, train_answers(bundle.train), seed=budget.seed,
+            teacher, budget.language_pretrain, tok, answers, seed=budget.seed,
             device=device, log_every=max(1, budget.language_pretrain.steps // 10)))
         print(f"[teacher] language model pretrained: lookup accuracy "
               f"{pretrain_record['language_pretrain/lookup_acc_before']:.1f} -> "
@@ -294,7 +296,7 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
         teacher.vision_tower.requires_grad_(False)
     rehearsal = None
     if budget.language_pretrain.rehearse_batch_size > 0:
-        rehearsal = LookupLoss(tok, train_answers(bundle.train), seed=budget.seed,
+        rehearsal = LookupLoss(tok, answers, seed=budget.seed,
                                batch_size=budget.language_pretrain.rehearse_batch_size,
                                stream="rehearse")
     collator = make_collator(teacher, bundle, cfg)
@@ -328,8 +330,7 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
     wall = time.perf_counter() - start
     if budget.language_pretrain.enabled:  # did the skill survive the CE stage?
         pretrain_record["language_pretrain/lookup_acc_after_ce"] = lookup_accuracy(
-            teacher, tok, lookup_texts(train_answers(bundle.train)), seed=budget.seed,
-            device=device)
+            teacher, tok, lookup_texts(answers), seed=budget.seed, device=device)
     metrics = evaluate(teacher, tok, bundle.val, device=str(device), split="val")
     record = {"teacher_fingerprint": os.path.basename(directory), "steps": budget.max_steps,
               "train_s": wall, "data_fingerprint": bundle.fingerprint,

@@ -212,10 +212,11 @@ class _Runner:
         Prompt: the row's question stem without its options (an open-ended question); score:
         summed log-prob of ``answer_text(option)`` + ``<eos>``. One forward per (row, option).
         """
+        options = _column(rows, "options")  # no image decoded here; batches fetch their rows
         pairs = []  # (row, option index, continuation ids)
-        for i, row in zip(indices, _fetch(rows, indices)):
-            options = self.collator.answer_ids(list(row["options"]))
-            pairs += [(i, k, ids + [self.eos_id]) for k, ids in enumerate(options)]
+        for i in indices:
+            option_ids = self.collator.answer_ids(list(options[i]))
+            pairs += [(i, k, ids + [self.eos_id]) for k, ids in enumerate(option_ids)]
         scores: dict[int, list[float]] = defaultdict(list)
         for start in range(0, len(pairs), self.batch_size):
             part = pairs[start:start + self.batch_size]
