@@ -106,7 +106,7 @@ def _score(model, cfg: Config, *, source: str, split: str, blind: bool,
         rows = rows.filter(lambda task: task in set(tasks), input_columns="task")
     device = resolve_device(cfg.run.device)
     metrics = evaluate(model.to(device), bundle.tokenizer, rows, device=str(device),
-                       split=split, blind=blind, cloze=True)
+                       split=split, blind=blind, cloze=True, mc_response=cfg.data.mc_response)
     record = {"source": os.path.abspath(source), "split": split, "blind": blind,
               "data_fingerprint": bundle.fingerprint, **(extra or {}), **metrics}
     text = json.dumps(record, indent=2)

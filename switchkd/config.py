@@ -20,6 +20,8 @@ from typing import Any, Literal, Mapping, Optional
 
 import yaml
 
+from switchkd.data.format import MC_RESPONSES
+
 MINIVL_TASKS: tuple[str, ...] = (
     "mme", "mmb", "mmbcn", "vqa", "gqa", "sqa", "mmmu", "textvqa", "vizwiz", "pope",
 )
@@ -162,10 +164,15 @@ class DataConfig:
     tokenizer_dir: Optional[str] = None
     max_length: int = 128
     val_items_per_task: int = 100
+    # How multiple-choice questions are answered in training and scored in evaluation:
+    # "letter" (the option's letter, the benchmark's form) or "text_letter" (the option's text,
+    # then its letter; see switchkd.data.format.mc_answer and the evaluation module).
+    mc_response: Literal["letter", "text_letter"] = "letter"
 
     def validate(self, key: str) -> None:
         _check_choice(self.kind, f"{key}.kind", ("minivl", "llava"))
         _check_choice(self.profile, f"{key}.profile", ("ci", "default", "full"))
+        _check_choice(self.mc_response, f"{key}.mc_response", MC_RESPONSES)
         _check(len(self.tasks) > 0, f"{key}.tasks", "must name at least one task")
         if self.kind == "minivl":
             unknown = sorted(set(self.tasks) - set(MINIVL_TASKS))

@@ -151,8 +151,8 @@ def build_student(cfg: Config, bundle: DataBundle) -> VLM:
 def make_collator(model: VLM, bundle: DataBundle, cfg: Config) -> Collator:
     """The collator that turns ``bundle`` rows into batches for ``model``."""
     return Collator(bundle.tokenizer, num_image_tokens=model.num_image_tokens,
-                    image_size=model.image_size,
-                    max_length=cfg.data.max_length)
+                    image_size=model.image_size, max_length=cfg.data.max_length,
+                    mc_response=cfg.data.mc_response)
 
 
 def train_answers(train) -> list[str]:
@@ -176,7 +176,8 @@ def teacher_key(cfg: Config, data_fingerprint: str) -> str:
         return _hash({"path": os.path.abspath(cfg.model.teacher.path)})
     flat = to_flat_dict(cfg)
     parts = {k: v for k, v in flat.items()
-             if k.startswith(("model.teacher.", "train.teacher.", "data.max_length", "data.tasks"))
+             if k.startswith(("model.teacher.", "train.teacher.", "data.max_length", "data.tasks",
+                              "data.mc_response"))
              or k in ("optim.weight_decay", "optim.beta1", "optim.beta2", "optim.min_lr_ratio",
                       "optim.grad_clip", "run.precision")}
     # Settings added after teachers were shipped are hashed only when switched on, so the key
@@ -188,6 +189,8 @@ def teacher_key(cfg: Config, data_fingerprint: str) -> str:
             parts = {k: v for k, v in parts.items() if not k.startswith(f"train.teacher.{stage}.")}
     if not budget.freeze_vision:
         parts.pop("train.teacher.freeze_vision")
+    if cfg.data.mc_response == "letter":
+        parts.pop("data.mc_response")
     return _hash({"cfg": parts, "data": data_fingerprint})
 
 
@@ -331,7 +334,8 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
     if budget.language_pretrain.enabled:  # did the skill survive the CE stage?
         pretrain_record["language_pretrain/lookup_acc_after_ce"] = lookup_accuracy(
             teacher, tok, lookup_texts(answers), seed=budget.seed, device=device)
-    metrics = evaluate(teacher, tok, bundle.val, device=str(device), split="val")
+    metrics = evaluate(teacher, tok, bundle.val, device=str(device), split="val",
+                       mc_response=cfg.data.mc_response)
     record = {"teacher_fingerprint": os.path.basename(directory), "steps": budget.max_steps,
               "train_s": wall, "data_fingerprint": bundle.fingerprint,
               "params": sum(p.numel() for p in teacher.parameters()), **pretrain_record,
@@ -554,7 +558,8 @@ def train(cfg: Config, *, out_dir: Optional[str] = None, report: Optional[Report
         # --- evaluation, checkpoint, report ---
         last = state.step == cfg.train.max_steps
         if state.step % cfg.train.eval_every == 0 or last:
-            val = _evaluate_on_rank0(student, bundle, device, rank, world)
+            val = _evaluate_on_rank0(student, bundle, device, rank, world,
+                                     mc_response=cfg.data.mc_response)
             metrics = {"step": state.step, **last_train, **val, **_cost(state, t0)}
             writer.log(metrics)
             ckpt = None
@@ -611,10 +616,10 @@ def _cost(state: TrainState, t0: float) -> dict[str, float]:
 
 
 def _evaluate_on_rank0(student: VLM, bundle: DataBundle, device: torch.device, rank: int,
-                       world: int) -> dict[str, float]:
+                       world: int, *, mc_response: str) -> dict[str, float]:
     """Validation on rank 0, broadcast to the other ranks (they must report the same keys)."""
-    metrics = [evaluate(student, bundle.tokenizer, bundle.val, device=str(device), split="val")
-               if rank == 0 else None]
+    metrics = [evaluate(student, bundle.tokenizer, bundle.val, device=str(device), split="val",
+                        mc_response=mc_response) if rank == 0 else None]
     if world > 1:
         dist.broadcast_object_list(metrics, src=0)
     return metrics[0]
@@ -690,7 +695,8 @@ def evaluate_run(cfg: Config, checkpoint_dir: str, *,
     if rows is None:
         raise ValueError(f"data.kind={cfg.data.kind!r} has no {split} split")
     device = resolve_device(cfg.run.device)
-    records = predict(student.to(device), bundle.tokenizer, rows, device=str(device), cloze=True)
+    records = predict(student.to(device), bundle.tokenizer, rows, device=str(device), cloze=True,
+                      mc_response=cfg.data.mc_response)
     return metrics_from_records(records, split=split), records
 
 

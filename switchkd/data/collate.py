@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from switchkd.data.batch import Batch
-from switchkd.data.format import (IMAGE_TOKEN, OPTION_LETTERS, answer_text, format_mc_question,
+from switchkd.data.format import (IMAGE_TOKEN, MC_RESPONSES, OPTION_LETTERS, answer_text,
+                                  format_mc_question, mc_answer, parse_mc_question,
                                   strip_image_placeholder, user_text)
 
 IGNORE_INDEX = -100
@@ -70,20 +71,28 @@ class Collator:
         image_size: side of the square model input in pixels.
         max_length: the longest sequence ``train_batch`` / ``eval_batch`` emit and the longest
             prompt ``prompt_batch`` accepts.
+        mc_response: how multiple-choice questions are answered (``data.mc_response``):
+            ``"letter"`` (the stored form: the option's letter) or ``"text_letter"`` (the
+            option's text, then its letter, ``"blue (B)"``). With ``"text_letter"`` the train
+            rows' letter-answered MC turns are rewritten to it and prompts ask for it.
 
     Raises:
         ValueError: a special token is missing, or ``max_length`` cannot hold ``<bos>``, the
-            image block and at least one more token.
+            image block and at least one more token, or ``mc_response`` is unknown.
     """
 
-    def __init__(self, tokenizer, *, num_image_tokens: int, image_size: int, max_length: int):
+    def __init__(self, tokenizer, *, num_image_tokens: int, image_size: int, max_length: int,
+                 mc_response: str = "letter"):
         if num_image_tokens < 1 or image_size < 1:
             raise ValueError(f"num_image_tokens ({num_image_tokens}) and image_size "
                              f"({image_size}) must be >= 1")
         if max_length < num_image_tokens + 2:
             raise ValueError(f"max_length={max_length} cannot hold <bos>, the {num_image_tokens} "
                              "image tokens and any text; raise data.max_length")
+        if mc_response not in MC_RESPONSES:
+            raise ValueError(f"mc_response={mc_response!r}; valid: {list(MC_RESPONSES)}")
         self.tokenizer = tokenizer
+        self.mc_response = mc_response
         self.num_image_tokens = num_image_tokens
         self.image_size = image_size
         self.max_length = max_length
@@ -112,6 +121,9 @@ class Collator:
                 leading one of a human turn.
         """
         turns = [_conversation_turns(row) for row in rows]
+        if self.mc_response != "letter":
+            turns = [[self._respond(question, answer) for question, answer in row_turns]
+                     for row_turns in turns]
         return self._batch(rows, turns)
 
     def eval_batch(self, rows: Sequence[Row]) -> Batch:
@@ -119,9 +131,9 @@ class Collator:
 
         Multiple-choice rows (non-empty ``options``) render the options with
         ``format_mc_question`` (Chinese instructions for ``mmbcn``) and their ``answer`` is the
-        correct letter. Shapes as in ``train_batch``.
+        correct letter (``mc_answer`` of the correct option). Shapes as in ``train_batch``.
         """
-        turns = [[(self.question_text(row), str(row["answer"]))] for row in rows]
+        turns = [[(self.question_text(row), self.answer(row))] for row in rows]
         return self._batch(rows, turns)
 
     def prompt_batch(self, rows: Sequence[Row],
@@ -182,7 +194,15 @@ class Collator:
                                  f"{len(options)} options")
             options = [options[i] for i in order]
         return format_mc_question(str(row["question"]), options,
-                                  chinese=row.get("task") == "mmbcn")
+                                  chinese=row.get("task") == "mmbcn", response=self.mc_response)
+
+    def answer(self, row: Row) -> str:
+        """The reference answer of a val/test row in this collator's response format."""
+        options = list(row.get("options") or [])
+        if not options or self.mc_response == "letter":
+            return str(row["answer"])
+        return mc_answer(options, OPTION_LETTERS.index(str(row["answer"]).strip().upper()),
+                         response=self.mc_response)
 
     def answer_ids(self, answers: Sequence[str]) -> list[list[int]]:
         """Token ids of ``answer_text(a)`` for each answer (no ``<eos>``)."""
@@ -193,6 +213,16 @@ class Collator:
         return torch.stack([image_to_tensor(row["image"], self.image_size) for row in rows])
 
     # --- internals ------------------------------------------------------------------------
+
+    def _respond(self, question: str, answer: str) -> tuple[str, str]:
+        """A train turn in this collator's MC response format (non-MC turns unchanged)."""
+        parsed = parse_mc_question(question)
+        if parsed is None or answer.strip() not in OPTION_LETTERS[:len(parsed[1])]:
+            return question, answer
+        stem, options, chinese = parsed
+        return (format_mc_question(stem, options, chinese=chinese, response=self.mc_response),
+                mc_answer(options, OPTION_LETTERS.index(answer.strip()),
+                          response=self.mc_response))
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         if not texts:

@@ -60,11 +60,46 @@ def answer_text(answer: str) -> str:
     return f" {answer}"
 
 
-def format_mc_question(question: str, options: list[str], *, chinese: bool = False) -> str:
-    """Render a multiple-choice question with lettered options, in a fixed layout."""
+# How the assistant answers a multiple-choice question (``data.mc_response``), and the
+# instruction line that asks for it, in English and in Chinese (mmbcn).
+MC_RESPONSES = ("letter", "text_letter")
+MC_INSTRUCTIONS = {
+    "letter": ("Answer with the option's letter.", "请直接回答选项字母。"),
+    "text_letter": ("Answer with the option's text, then its letter.",
+                    "请回答选项内容，然后是选项字母。"),
+}
+
+
+def format_mc_question(question: str, options: list[str], *, chinese: bool = False,
+                       response: str = "letter") -> str:
+    """Render a multiple-choice question with lettered options, in a fixed layout, ending with
+    the instruction for ``response`` (one of ``MC_RESPONSES``)."""
     lines = [question] + [f"{OPTION_LETTERS[i]}. {opt}" for i, opt in enumerate(options)]
-    lines.append("请直接回答选项字母。" if chinese else "Answer with the option's letter.")
+    lines.append(MC_INSTRUCTIONS[response][int(chinese)])
     return "\n".join(lines)
+
+
+def mc_answer(options: list[str], index: int, *, response: str = "letter") -> str:
+    """The assistant's answer choosing ``options[index]``: its letter (``"B"``) or, for
+    ``text_letter``, the option's text and then its letter (``"blue (B)"``)."""
+    letter = OPTION_LETTERS[index]
+    return letter if response == "letter" else f"{options[index]} ({letter})"
+
+
+def parse_mc_question(text: str) -> tuple[str, list[str], bool] | None:
+    """Invert ``format_mc_question`` for a letter-response question: ``(stem, options,
+    chinese)``, or ``None`` when ``text`` is not one (e.g. an open-ended question)."""
+    lines = text.split("\n")
+    if len(lines) < 3 or lines[-1] not in MC_INSTRUCTIONS["letter"]:
+        return None
+    body = lines[:-1]
+    for start in range(1, len(body) - 1):  # the first line is always stem; >= 2 options
+        tail = body[start:]
+        if len(tail) <= len(OPTION_LETTERS) and all(
+                line.startswith(f"{OPTION_LETTERS[j]}. ") for j, line in enumerate(tail)):
+            return "\n".join(body[:start]), [line[3:] for line in tail], \
+                lines[-1] == MC_INSTRUCTIONS["letter"][1]
+    return None
 
 
 def strip_image_placeholder(text: str) -> str:

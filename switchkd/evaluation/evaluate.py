@@ -14,6 +14,13 @@ Three ways to answer, chosen per row:
   by its summed log-probability, i.e. the probability that the model's open answer is exactly
   that option. It separates knowing the answer from binding it to a letter, which small LMs
   learn late. Reported as ``{task}_cloze``; the primary metric stays the letter protocol.
+  A model trained with ``mc_response="text_letter"`` (``data.mc_response``: it answers with the
+  option's text, then its letter, "blue (B)") is asked for that format and scored on whole
+  answers: each displayed option's ``mc_answer`` (text and letter) plus ``<eos>`` by summed
+  log-probability after the prompt with the options shown, per rotation; the most likely
+  well-formed answer is the model's choice (constrained decoding over the K valid answers). It
+  is the same item, options, rotations and scorer (right letter per rotation) as the letter
+  protocol; only the answer format the model was trained to give differs.
 * **yes/no** (``mme``, ``pope``): the same comparison between ``answer_text("yes")`` and
   ``answer_text("no")``: cheaper than decoding and format-proof.
 * **open-ended** (everything else): batched greedy decoding from left-padded prompts, at most
@@ -42,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 
 from switchkd.data.collate import Collator, rotate_options
-from switchkd.data.format import OPTION_LETTERS
+from switchkd.data.format import OPTION_LETTERS, mc_answer
 from switchkd.evaluation import metrics
 
 if TYPE_CHECKING:
@@ -55,7 +62,8 @@ YES_NO = ("yes", "no")
 
 def evaluate(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int = 64,
              device: str = "cpu", split: str = "val", blind: bool = False,
-             max_new_tokens: int = 8, cloze: bool = False) -> dict[str, float]:
+             max_new_tokens: int = 8, cloze: bool = False,
+             mc_response: str = "letter") -> dict[str, float]:
     """Score ``model`` on ``rows`` (val/test item schema) and return flat metrics.
 
     Keys: ``{split}/{task}`` (primary metric, percent), ``{split}/{task}_{sub}`` (extras, see
@@ -66,9 +74,11 @@ def evaluate(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int =
     ``blind=True`` replaces every image by zeros after normalisation (a constant mid-grey
     image): the blind baseline of BENCHMARK_DESIGN.md section 5.3. ``cloze=True`` adds the
     cloze-formulation accuracy of the multiple-choice tasks (``{split}/{task}_cloze``).
+    ``mc_response`` is the multiple-choice answer format the model was trained with
+    (``data.mc_response``; module doc).
     """
     records = predict(model, tokenizer, rows, batch_size=batch_size, device=device, blind=blind,
-                      max_new_tokens=max_new_tokens, cloze=cloze)
+                      max_new_tokens=max_new_tokens, cloze=cloze, mc_response=mc_response)
     return metrics_from_records(records, split=split)
 
 
@@ -95,7 +105,7 @@ def metrics_from_records(records: Sequence[Mapping[str, Any]], *, split: str) ->
 
 def predict(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int = 64,
             device: str = "cpu", blind: bool = False, max_new_tokens: int = 8,
-            cloze: bool = False) -> list[dict[str, Any]]:
+            cloze: bool = False, mc_response: str = "letter") -> list[dict[str, Any]]:
     """Answer every row; one record per row (schema in ``switchkd.evaluation.metrics``).
 
     ``cloze=True`` also scores multiple-choice rows in the cloze formulation (module doc): their
@@ -113,7 +123,8 @@ def predict(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int = 
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) "
                          "must be >= 1")
-    collator = _collator_for(model, tokenizer, max_new_tokens=max_new_tokens)
+    collator = _collator_for(model, tokenizer, max_new_tokens=max_new_tokens,
+                             mc_response=mc_response)
     runner = _Runner(model, collator, batch_size=batch_size, device=device, blind=blind)
     tasks = _column(rows, "task")
     answers, references, metas = (_column(rows, name) for name in ("answer", "answers", "meta"))
@@ -123,12 +134,16 @@ def predict(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int = 
 
     # candidates -> (row, rotation shift or None for yes/no)
     choice_queries: dict[tuple[str, ...], list[tuple[int, int | None]]] = defaultdict(list)
+    response_queries: list[tuple[int, int]] = []  # (row, shift) scored as whole answers
     open_ended: list[int] = []
     for i, (task, k) in enumerate(zip(tasks, num_options)):
         if k:
             shifts = range(k) if task in metrics.CIRCULAR_TASKS else range(1)
             for shift in shifts:
-                choice_queries[OPTION_LETTERS[:k]].append((i, shift))
+                if mc_response == "letter":
+                    choice_queries[OPTION_LETTERS[:k]].append((i, shift))
+                else:
+                    response_queries.append((i, shift))
         elif task in metrics.YES_NO_TASKS:
             choice_queries[YES_NO].append((i, None))
         else:
@@ -141,6 +156,7 @@ def predict(model: VLM, tokenizer, rows: datasets.Dataset, *, batch_size: int = 
             chosen = {}  # (row, shift) -> index of the chosen candidate
             for candidates, queries in choice_queries.items():
                 chosen.update(zip(queries, runner.choose(rows, queries, candidates)))
+            chosen.update(zip(response_queries, runner.choose_response(rows, response_queries)))
             generated = dict(zip(open_ended, runner.generate(rows, open_ended,
                                                              max_new_tokens=max_new_tokens)))
             choice_rows = [i for i, k in enumerate(num_options) if k]
@@ -213,21 +229,50 @@ class _Runner:
         summed log-prob of ``answer_text(option)`` + ``<eos>``. One forward per (row, option).
         """
         options = _column(rows, "options")  # no image decoded here; batches fetch their rows
-        pairs = []  # (row, option index, continuation ids)
+        requests = []  # (row, options order, stem only, continuation ids), row by row
         for i in indices:
             option_ids = self.collator.answer_ids(list(options[i]))
-            pairs += [(i, k, ids + [self.eos_id]) for k, ids in enumerate(option_ids)]
-        scores: dict[int, list[float]] = defaultdict(list)
-        for start in range(0, len(pairs), self.batch_size):
-            part = pairs[start:start + self.batch_size]
-            stems = [{**row, "options": []} for row in _fetch(rows, [i for i, _, _ in part])]
-            prompt = self.collator.prompt_batch(stems).to(self.device)
+            requests += [(i, None, True, ids + [self.eos_id]) for ids in option_ids]
+        return _argmax_per_group(self._score(rows, requests), [len(options[i]) for i in indices])
+
+    def choose_response(self, rows, queries: list[tuple[int, int]]) -> list[int]:
+        """Index (display position) of the most likely whole answer for each (row, rotation
+        shift) multiple-choice query, in the collator's ``mc_response`` format.
+
+        Prompt: the question with its options in the rotated order; score: summed log-prob of
+        ``answer_text(mc_answer(options, j))`` + ``<eos>`` for each display position j (for
+        ``text_letter``: the option's text and then its letter, so an option whose letter the
+        model would not write after its text loses). One forward per (query, option).
+        """
+        options = _column(rows, "options")
+        requests, sizes = [], []
+        for i, shift in queries:
+            order = rotate_options(len(options[i]), shift)
+            shown = [options[i][k] for k in order]
+            answers = [mc_answer(shown, j, response=self.collator.mc_response)
+                       for j in range(len(shown))]
+            requests += [(i, order, False, ids + [self.eos_id])
+                         for ids in self.collator.answer_ids(answers)]
+            sizes.append(len(shown))
+        return _argmax_per_group(self._score(rows, requests), sizes)
+
+    def _score(self, rows, requests: list[tuple[int, list[int] | None, bool, list[int]]]
+               ) -> list[float]:
+        """Summed log-prob of each request's continuation after its row's prompt (options in
+        the given order, or the bare question stem when the third field is true)."""
+        scores = []
+        for start in range(0, len(requests), self.batch_size):
+            part = requests[start:start + self.batch_size]
+            batch_rows = [{**row, "options": []} if stem_only else row for row, (_, _, stem_only, _)
+                          in zip(_fetch(rows, [i for i, _, _, _ in part]), part)]
+            prompt = self.collator.prompt_batch(
+                batch_rows, [None if stem_only else order for _, order, stem_only, _ in part])
+            prompt = prompt.to(self.device)
             embeds = self._image_embeds(prompt.pixel_values)  # (B, N, D)
-            log_likelihood = self._continuation_log_likelihood(
-                prompt.input_ids, prompt.attention_mask, embeds, [ids for _, _, ids in part])
-            for (i, _, _), value in zip(part, log_likelihood.tolist()):
-                scores[i].append(value)  # options arrive in order, row by row
-        return [max(range(len(scores[i])), key=scores[i].__getitem__) for i in indices]
+            scores += self._continuation_log_likelihood(
+                prompt.input_ids, prompt.attention_mask, embeds,
+                [ids for _, _, _, ids in part]).tolist()
+        return scores
 
     def generate(self, rows, indices: list[int], *, max_new_tokens: int) -> list[str]:
         """Greedy answers (decoded, stripped) for the rows at ``indices``."""
@@ -339,11 +384,22 @@ def _branch_point(candidate_ids: list[list[int]]) -> tuple[list[int], list[int] 
     return prefix, branch if len(set(branch)) == len(branch) else None
 
 
-def _collator_for(model, tokenizer, *, max_new_tokens: int) -> Collator:
+def _argmax_per_group(scores: list[float], sizes: list[int]) -> list[int]:
+    """The index of the best score within each consecutive group of ``sizes[g]`` scores."""
+    chosen, start = [], 0
+    for size in sizes:
+        group = scores[start:start + size]
+        chosen.append(max(range(size), key=group.__getitem__))
+        start += size
+    return chosen
+
+
+def _collator_for(model, tokenizer, *, max_new_tokens: int, mc_response: str) -> Collator:
     """A collator matching the model's image geometry; prompts leave room for the answer."""
     return Collator(tokenizer, num_image_tokens=model.num_image_tokens,
                     image_size=model.image_size,
-                    max_length=model.config.text_config.max_position_embeddings - max_new_tokens)
+                    max_length=model.config.text_config.max_position_embeddings - max_new_tokens,
+                    mc_response=mc_response)
 
 
 def _gold_option(task: str, index: int, answer: str, num_options: int) -> int:
