@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from switchkd.data.collate import IGNORE_INDEX, Collator, image_to_tensor, rotate_options
-from switchkd.data.format import answer_text, format_mc_question, user_text
+from switchkd.data.format import answer_text, format_mc_question, parse_mc_question, user_text
 from switchkd.data.tokenizer import image_token_id, train_tokenizer
 
 N = 4  # image tokens
@@ -205,3 +205,39 @@ def test_image_to_tensor_normalises_and_resizes():
     assert torch.allclose(black, -torch.ones_like(black))
     red = image_to_tensor(Image.new("RGB", (SIZE, SIZE), (255, 0, 0)), SIZE)
     assert torch.allclose(red[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
+
+
+@pytest.mark.parametrize("chinese", [False, True])
+def test_parse_mc_question_inverts_format_mc_question(chinese):
+    stem = "Context: two magnets.\nWill these magnets attract or repel each other?"
+    options = ["attract", "repel", "A. not an option line"]
+    assert parse_mc_question(format_mc_question(stem, options, chinese=chinese)) == \
+        (stem, options, chinese)
+    assert parse_mc_question("What color is the star?") is None
+    assert parse_mc_question(format_mc_question(stem, options, response="text_letter")) is None
+
+
+def test_text_letter_rewrites_mc_train_turns_only(tokenizer):
+    """``mc_response="text_letter"``: an MC turn's letter target becomes "text (letter)" and its
+    instruction asks for that; open-ended turns are untouched."""
+    mc = format_mc_question("What color is the triangle?", ["red", "blue"])
+    row = _train_row([(mc, "B"), ("How many shapes are there?", "3")], task="mmb")
+    collator = Collator(tokenizer, num_image_tokens=N, image_size=SIZE, max_length=128,
+                        mc_response="text_letter")
+    batch = collator.train_batch([row])
+    runs = [tokenizer.decode(run) for run in _label_runs(batch.labels[0])]
+    assert runs == [" blue (B)<eos>", " 3<eos>"]
+    text = tokenizer.decode(batch.input_ids[0])
+    assert "Answer with the option's text, then its letter." in text
+    assert "option's letter." not in text
+    # Evaluation rows: the same instruction, and the reference answer in the same format.
+    eval_row = _eval_row("What color is the triangle?", "A", ["red", "blue"], task="mmb")
+    assert collator.answer(eval_row) == "red (A)"
+    prompt = tokenizer.decode(collator.prompt_batch([eval_row]).input_ids[0])
+    assert prompt.endswith("Answer with the option's text, then its letter. ASSISTANT:")
+
+
+def test_unknown_mc_response_raises(tokenizer):
+    with pytest.raises(ValueError, match="mc_response='word'"):
+        Collator(tokenizer, num_image_tokens=N, image_size=SIZE, max_length=96,
+                 mc_response="word")

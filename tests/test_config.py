@@ -125,3 +125,16 @@ def test_teacher_key_hashes_language_pretraining_only_when_it_is_on():
                        data) != "44195a6a43d48d88"
     rehearsed = with_overrides(default, {"train.teacher.language_pretrain.rehearse_batch_size": 32})
     assert teacher_key(rehearsed, data) != "44195a6a43d48d88"
+
+
+def test_mc_response_is_checked_and_hashed_into_the_teacher_key_only_when_not_letter():
+    from switchkd.train import teacher_key
+
+    data = "7b22e3ff76aa5ba2"
+    default = get_preset("default")
+    assert default.data.mc_response == "letter"
+    assert teacher_key(default, data) == "44195a6a43d48d88"
+    text_letter = with_overrides(default, {"data.mc_response": "text_letter"})
+    assert teacher_key(text_letter, data) != "44195a6a43d48d88"
+    with pytest.raises(ConfigError, match="data.mc_response"):
+        with_overrides(default, {"data.mc_response": "words"})

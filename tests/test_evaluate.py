@@ -91,10 +91,11 @@ class OracleVLM(torch.nn.Module):
     It reads the question back from the prompt tokens, so it follows any option rotation.
     """
 
-    def __init__(self, vlm, tokenizer, rows):
+    def __init__(self, vlm, tokenizer, rows, *, response="letter"):
         super().__init__()
         self.vlm = vlm
         self.tokenizer = tokenizer
+        self.response = response  # "text_letter": answers MC as "red (C)"
         self.gold = {}  # first line of the question -> gold answer text (option text for MC)
         for r in rows:
             gold = r["options"][OPTION_LETTERS.index(r["answer"])] if r["options"] else r["answer"]
@@ -127,7 +128,8 @@ class OracleVLM(torch.nn.Module):
             lines = question.split("\n")
             answer = self.gold[lines[0]]
             if len(lines) > 1:  # multiple choice: the letter now showing the gold option
-                answer = next(line[0] for line in lines[1:] if line[3:] == answer)
+                letter = next(line[0] for line in lines[1:] if line[3:] == answer)
+                answer = letter if self.response == "letter" else f"{answer} ({letter})"
             target = self.tokenizer(answer_text(answer), add_special_tokens=False)["input_ids"]
             for j, token in enumerate(target + [self.tokenizer.eos_token_id]):
                 if end + j < width:
@@ -268,3 +270,22 @@ def test_cloze_choice_does_not_depend_on_batch_composition(model, tokenizer, row
     picks = [r.get("cloze_prediction") for r in one]
     assert picks == [r.get("cloze_prediction") for r in seven]
     assert sum(p is not None for p in picks) == sum(r["task"] in MC_TASKS for r in ROWS)
+
+
+def test_text_letter_oracle_scores_100_on_whole_answers(model, tokenizer, rows):
+    """``mc_response="text_letter"``: the prompt asks for the option's text then its letter, and
+    each rotation's choice is the most likely whole answer "text (letter)"."""
+    oracle = OracleVLM(model, tokenizer, ROWS, response="text_letter")
+    out = evaluate(oracle, tokenizer, rows, batch_size=5, mc_response="text_letter")
+    for task in MC_TASKS:
+        assert out[f"val/{task}"] == pytest.approx(100.0), task
+    # The same oracle read under the letter protocol never writes a bare letter first.
+    letter = evaluate(oracle, tokenizer, rows, batch_size=5)
+    assert letter["val/mmb"] == 0.0 and letter["val/sqa"] < 100.0
+
+
+def test_text_letter_choice_does_not_depend_on_batch_composition(model, tokenizer, rows):
+    one = predict(model, tokenizer, rows, batch_size=1, mc_response="text_letter")
+    seven = predict(model, tokenizer, rows, batch_size=7, mc_response="text_letter")
+    mc = [i for i, r in enumerate(one) if r["task"] in MC_TASKS]
+    assert [one[i]["rotation_correct"] for i in mc] == [seven[i]["rotation_correct"] for i in mc]
