@@ -1,8 +1,9 @@
 """Command line: ``switchkd <command> ...``.
 
     switchkd train   --preset tiny [--stage sft|distill] [--out DIR] [--resume CKPT] [key=value ...]
-    switchkd teacher --preset default [--eval test [--blind] [--out FILE]] [key=value ...]
-    switchkd eval    RUN_DIR|CHECKPOINT_DIR [--split test] [--tasks mme pope] [--blind] [--out FILE]
+    switchkd teacher --preset default [--eval test [--blind|--vs-blind] [--out FILE]] [key=value ...]
+    switchkd eval    RUN_DIR|CHECKPOINT_DIR [--split test] [--tasks mme pope] [--blind|--vs-blind]
+                     [--out FILE]
     switchkd data build --profile ci|default|full [--seed N] [--out DIR]
     switchkd sweep   SPACE.yaml [...]        (Ray; see `switchkd sweep --help`)
     switchkd demo                            (the README's main job)
@@ -81,23 +82,27 @@ def _teacher(args: argparse.Namespace) -> int:
     print(json.dumps(record, indent=2))
     print(f"[teacher] {directory}")
     if args.eval:
-        out = args.out or os.path.join(
-            directory, f"eval_{args.eval}{'_blind' if args.blind else ''}.json")
+        out = args.out or os.path.join(directory, f"eval_{args.eval}{_suffix(args)}.json")
         _score(load_vlm(directory), cfg, source=directory, split=args.eval, blind=args.blind,
-               tasks=args.tasks, out=out, extra={"teacher_fingerprint": record["teacher_fingerprint"]})
+               tasks=args.tasks, out=out, vs_blind=args.vs_blind,
+               extra={"teacher_fingerprint": record["teacher_fingerprint"]})
     return 0
 
 
 def _score(model, cfg: Config, *, source: str, split: str, blind: bool,
            tasks: Optional[Sequence[str]], out: str, extra: Optional[dict] = None,
-           bundle=None) -> dict:
+           bundle=None, vs_blind: bool = False) -> dict:
     """Score ``model`` on the split of ``cfg``'s data and write the metrics JSON to ``out``.
 
     The JSON holds the flat ``<split>/<metric>`` keys of ``evaluate`` plus where they came
     from (``source``, ``split``, ``blind``, ``data_fingerprint``), which ``switchkd report
-    --reference`` checks before it puts the scores next to a study's rows."""
+    --reference`` checks before it puts the scores next to a study's rows. ``vs_blind`` also
+    scores the blind baseline on the same items and adds ``blind_metrics`` and ``versus_blind``
+    (``switchkd.evaluation.blind.versus_blind``: per task, the difference and its paired
+    bootstrap interval), printed as a table."""
     from switchkd.data.source import load_data
-    from switchkd.evaluation.evaluate import evaluate
+    from switchkd.evaluation.blind import format_versus_blind, versus_blind
+    from switchkd.evaluation.evaluate import metrics_from_records, predict
     from switchkd.train import resolve_device
 
     bundle = bundle or load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
@@ -105,17 +110,36 @@ def _score(model, cfg: Config, *, source: str, split: str, blind: bool,
     if tasks:
         rows = rows.filter(lambda task: task in set(tasks), input_columns="task")
     device = resolve_device(cfg.run.device)
-    metrics = evaluate(model.to(device), bundle.tokenizer, rows, device=str(device),
-                       split=split, blind=blind, cloze=True, mc_response=cfg.data.mc_response)
+    model = model.to(device)
+
+    def run(blind_run: bool) -> list[dict]:
+        return predict(model, bundle.tokenizer, rows, device=str(device), blind=blind_run,
+                       cloze=True, mc_response=cfg.data.mc_response)
+
+    records = run(blind)
     record = {"source": os.path.abspath(source), "split": split, "blind": blind,
-              "data_fingerprint": bundle.fingerprint, **(extra or {}), **metrics}
+              "data_fingerprint": bundle.fingerprint, "mc_response": cfg.data.mc_response,
+              **(extra or {}), **metrics_from_records(records, split=split)}
+    if vs_blind:
+        blind_records = run(True)
+        record["blind_metrics"] = metrics_from_records(blind_records, split=split)
+        record["versus_blind"] = versus_blind(records, blind_records)
     text = json.dumps(record, indent=2)
     print(text)
+    if vs_blind:
+        print(format_versus_blind(record["versus_blind"]))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         f.write(text)
     print(f"[eval] {out}", flush=True)
     return record
+
+
+def _suffix(args: argparse.Namespace) -> str:
+    if args.blind and args.vs_blind:
+        raise SystemExit("--blind and --vs-blind exclude each other: --vs-blind scores the "
+                         "model and its blind baseline")
+    return "_blind" if args.blind else "_vs_blind" if args.vs_blind else ""
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -141,9 +165,9 @@ def _eval(args: argparse.Namespace) -> int:
         raise SystemExit(f"{path} is neither a run folder (config.yaml) nor a checkpoint "
                          f"(state.json); for a cached teacher use `switchkd teacher --preset P "
                          f"--eval test`")
-    out = args.out or os.path.join(path, f"eval_{args.split}{'_blind' if args.blind else ''}.json")
+    out = args.out or os.path.join(path, f"eval_{args.split}{_suffix(args)}.json")
     _score(model, cfg, source=path, split=args.split, blind=args.blind, tasks=args.tasks, out=out,
-           bundle=bundle)
+           bundle=bundle, vs_blind=args.vs_blind)
     return 0
 
 
@@ -172,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", choices=("val", "test"), help="also score the teacher on a split")
     p.add_argument("--tasks", nargs="*")
     p.add_argument("--blind", action="store_true", help="with --eval: zero the image")
+    p.add_argument("--vs-blind", action="store_true",
+                   help="with --eval: also score the blind baseline; per-task difference and "
+                        "paired bootstrap CI")
     p.add_argument("--out", help="with --eval: JSON file (default: TEACHER_DIR/eval_<split>.json)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_teacher)
@@ -181,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--tasks", nargs="*")
     p.add_argument("--blind", action="store_true", help="zero the image (blind baseline)")
+    p.add_argument("--vs-blind", action="store_true",
+                   help="also score the blind baseline; per-task difference and paired "
+                        "bootstrap CI")
     p.add_argument("--out", help="JSON file (default: PATH/eval_<split>.json)")
     p.set_defaults(func=_eval)
 

@@ -186,6 +186,28 @@ def test_cli_scores_the_cached_teacher_sighted_and_blind(cache_dir, tmp_path):
     assert {"val/mme", "val/pope"} <= set(sighted) and "val/gqa" not in sighted
 
 
+def test_cli_vs_blind_scores_both_runs_on_the_same_items(cache_dir, tmp_path):
+    """`--vs-blind` = the sighted and the blind run in one call, plus their comparison."""
+    out = str(tmp_path / "teacher_vs_blind.json")
+    args = ["teacher", "--preset", "tiny", "--eval", "val", "--tasks", "mme", "gqa", "mmb",
+            f"run.cache_dir={cache_dir}", "data.val_items_per_task=8"]
+    assert cli_main([*args, "--out", out, "--vs-blind"]) == 0
+    blind_out = str(tmp_path / "teacher_blind.json")
+    assert cli_main([*args, "--out", blind_out, "--blind"]) == 0
+    with open(out) as f:
+        record = json.load(f)
+    with open(blind_out) as f:
+        blind = json.load(f)
+    assert record["blind"] is False and set(record["versus_blind"]) == {"mme", "gqa", "mmb"}
+    for task, row in record["versus_blind"].items():
+        assert row["model"] == pytest.approx(record[f"val/{task}"])
+        assert row["blind"] == pytest.approx(blind[f"val/{task}"])
+        assert record["blind_metrics"][f"val/{task}"] == pytest.approx(blind[f"val/{task}"])
+        assert ("low" in row) == (task != "mme")
+    with pytest.raises(SystemExit, match="exclude each other"):
+        cli_main([*args, "--blind", "--vs-blind"])
+
+
 def test_resume_reproduces_the_uninterrupted_run(cache_dir, tmp_path):
     """A run resumed from its step-4 checkpoint replays steps 5-8 with identical losses."""
     cfg = _cfg(cache_dir, **{"train.max_steps": 8, "train.log_every": 1, "train.eval_every": 4,
