@@ -98,10 +98,10 @@ def _score(model, cfg: Config, *, source: str, split: str, blind: bool,
     from (``source``, ``split``, ``blind``, ``data_fingerprint``), which ``switchkd report
     --reference`` checks before it puts the scores next to a study's rows. ``vs_blind`` also
     scores the blind baseline on the same items and adds ``blind_metrics`` and ``versus_blind``
-    (``switchkd.evaluation.blind.versus_blind``: per task, the difference and its paired
-    bootstrap interval), printed as a table."""
+    (``switchkd.evaluation.compare.compare_runs`` against the blind run: per task, the
+    difference and its paired bootstrap interval), printed as a table."""
     from switchkd.data.source import load_data
-    from switchkd.evaluation.blind import format_versus_blind, versus_blind
+    from switchkd.evaluation.compare import compare_runs, format_comparison
     from switchkd.evaluation.evaluate import metrics_from_records, predict
     from switchkd.train import resolve_device
 
@@ -123,11 +123,11 @@ def _score(model, cfg: Config, *, source: str, split: str, blind: bool,
     if vs_blind:
         blind_records = run(True)
         record["blind_metrics"] = metrics_from_records(blind_records, split=split)
-        record["versus_blind"] = versus_blind(records, blind_records)
+        record["versus_blind"] = compare_runs(records, blind_records)
     text = json.dumps(record, indent=2)
     print(text)
     if vs_blind:
-        print(format_versus_blind(record["versus_blind"]))
+        print(format_comparison(record["versus_blind"]))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         f.write(text)

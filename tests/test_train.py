@@ -201,7 +201,7 @@ def test_cli_vs_blind_scores_both_runs_on_the_same_items(cache_dir, tmp_path):
     assert record["blind"] is False and set(record["versus_blind"]) == {"mme", "gqa", "mmb"}
     for task, row in record["versus_blind"].items():
         assert row["model"] == pytest.approx(record[f"val/{task}"])
-        assert row["blind"] == pytest.approx(blind[f"val/{task}"])
+        assert row["reference"] == pytest.approx(blind[f"val/{task}"])
         assert record["blind_metrics"][f"val/{task}"] == pytest.approx(blind[f"val/{task}"])
         assert ("low" in row) == (task != "mme")
     with pytest.raises(SystemExit, match="exclude each other"):

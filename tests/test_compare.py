@@ -1,10 +1,11 @@
-"""versus_blind: per-task model - blind differences with paired bootstrap intervals."""
+"""compare_runs: per-task differences of two runs on the same items, with paired bootstrap
+intervals (a model against its blind baseline, a teacher against a student)."""
 
 from __future__ import annotations
 
 import pytest
 
-from switchkd.evaluation.blind import format_versus_blind, versus_blind
+from switchkd.evaluation.compare import compare_runs, format_comparison
 
 
 def _records(task, scores, **extra):
@@ -22,31 +23,31 @@ def _mme(correct):
 def test_a_model_right_where_its_blind_run_is_wrong_is_clearly_above():
     model = _records("gqa", [1] * 60 + [0] * 40) + _mme(True)
     blind = _records("gqa", [1] * 30 + [0] * 70) + _mme(False)
-    out = versus_blind(model, blind, num_samples=2000)
+    out = compare_runs(model, blind, num_samples=2000)
     gqa = out["gqa"]
-    assert (gqa["model"], gqa["blind"], gqa["diff"]) == (60.0, 30.0, 30.0)
+    assert (gqa["model"], gqa["reference"], gqa["diff"]) == (60.0, 30.0, 30.0)
     assert 0 < gqa["low"] < 30 < gqa["high"] and gqa["clearly_above"] is True
     # MME's primary is a whole-set metric: a difference, no item interval, no verdict.
     assert out["mme"]["diff"] > 0 and "low" not in out["mme"]
     assert out["mme"]["clearly_above"] is None
-    table = format_versus_blind(out)
+    table = format_comparison(out)
     assert "gqa" in table and "whole-set" in table
 
 
 def test_equal_scores_are_not_clearly_above():
     scores = [1, 0] * 50
-    out = versus_blind(_records("sqa", scores), _records("sqa", scores[::-1]), num_samples=2000)
+    out = compare_runs(_records("sqa", scores), _records("sqa", scores[::-1]), num_samples=2000)
     assert out["sqa"]["diff"] == 0.0 and out["sqa"]["clearly_above"] is False
 
 
 def test_circular_tasks_compare_their_circular_item_scores():
     model = _records("mmb", [1] * 50, rotation_correct=[True] * 4)
     blind = _records("mmb", [0] * 50, rotation_correct=[True, False, False, False])
-    out = versus_blind(model, blind, num_samples=500)
-    assert (out["mmb"]["model"], out["mmb"]["blind"]) == (100.0, 0.0)
+    out = compare_runs(model, blind, num_samples=500)
+    assert (out["mmb"]["model"], out["mmb"]["reference"]) == (100.0, 0.0)
     assert out["mmb"]["clearly_above"] is True
 
 
 def test_different_items_raise():
     with pytest.raises(ValueError, match="same items"):
-        versus_blind(_records("gqa", [1, 0]), _records("gqa", [1]))
+        compare_runs(_records("gqa", [1, 0]), _records("gqa", [1]))
