@@ -317,7 +317,10 @@ class TeacherTrainConfig:
     """The teacher's own CE training budget (stage 'teacher'); part of the teacher cache key.
 
     ``freeze_vision`` keeps the (pretrained) vision encoder fixed while the projector and LM
-    learn to read it, as LLaVA does with its pretrained tower.
+    learn to read it, as LLaVA does with its pretrained tower. ``init_from`` (a teacher folder,
+    e.g. a cached or shipped teacher of the same architecture and vocabulary) starts the CE
+    stage from that teacher's weights instead of a fresh model: a curriculum in two teacher
+    runs (vision and language pretraining are then skipped; the folder has been through them).
     """
 
     max_steps: int = 60
@@ -326,6 +329,7 @@ class TeacherTrainConfig:
     warmup_steps: int = 10
     seed: int = 0
     freeze_vision: bool = False
+    init_from: Optional[str] = None
     vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
     language_pretrain: LanguagePretrainConfig = field(default_factory=LanguagePretrainConfig)
 

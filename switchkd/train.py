@@ -189,9 +189,21 @@ def teacher_key(cfg: Config, data_fingerprint: str) -> str:
             parts = {k: v for k, v in parts.items() if not k.startswith(f"train.teacher.{stage}.")}
     if not budget.freeze_vision:
         parts.pop("train.teacher.freeze_vision")
+    if budget.init_from is None:
+        parts.pop("train.teacher.init_from")
+    else:  # the starting teacher's own key (location-independent), else its path
+        parts["train.teacher.init_from"] = _teacher_identity(budget.init_from)
     if cfg.data.mc_response == "letter":
         parts.pop("data.mc_response")
     return _hash({"cfg": parts, "data": data_fingerprint})
+
+
+def _teacher_identity(path: str) -> str:
+    try:
+        with open(os.path.join(path, TEACHER_META)) as f:
+            return json.load(f)["teacher_fingerprint"]
+    except (OSError, KeyError, ValueError):
+        return os.path.abspath(path)
 
 
 def teacher_dir(cfg: Config, data_fingerprint: str) -> str:
@@ -272,6 +284,25 @@ def pretrained_vision(teacher: VLM, cfg: Config, device: torch.device) -> dict[s
     return record
 
 
+def _init_from(teacher: VLM, path: str) -> dict[str, Any]:
+    """Copy the weights of the teacher folder ``path`` into ``teacher`` (``init_from``)."""
+    try:
+        start = load_vlm(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"train.teacher.init_from={path!r} is not a readable teacher folder "
+                         f"({err})") from err
+    mine, theirs = teacher.state_dict(), start.state_dict()
+    mismatched = sorted(k for k in set(mine) | set(theirs)
+                        if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
+    if mismatched:
+        raise ValueError(f"train.teacher.init_from={path!r} does not match model.teacher and "
+                         f"the tokenizer: {len(mismatched)} parameters differ, e.g. "
+                         f"{mismatched[:3]}")
+    teacher.load_state_dict(theirs)
+    print(f"[teacher] CE stage starts from the teacher in {path}", flush=True)
+    return {"init_from": _teacher_identity(path)}
+
+
 def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, Any]:
     """Train the teacher with next-token CE on the train split; save it as an HF folder.
 
@@ -286,9 +317,11 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
     pretrain_record = {}
     # the option texts of every lookup prompt (pretraining, rehearsal, after-CE probe)
     answers = train_answers(bundle.train) if budget.language_pretrain.enabled else []
-    if budget.vision_pretrain.steps > 0:
+    if budget.init_from is not None:
+        pretrain_record.update(_init_from(teacher, budget.init_from))
+    elif budget.vision_pretrain.steps > 0:
         pretrain_record.update(pretrained_vision(teacher, cfg, device))
-    if budget.language_pretrain.steps > 0:
+    if budget.language_pretrain.steps > 0 and budget.init_from is None:
         pretrain_record.update(pretrain_language(
             teacher, budget.language_pretrain, tok, answers, seed=budget.seed,
             device=device, log_every=max(1, budget.language_pretrain.steps // 10)))

@@ -11,8 +11,9 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from switchkd.cli import main as cli_main
 from switchkd.config import with_overrides
 from switchkd.presets import tiny
-from switchkd.train import (NonFiniteLossError, init_models, load_teacher, prepare,
-                            teacher_dir, train)
+from switchkd.models.build import load_vlm
+from switchkd.train import (TEACHER_META, NonFiniteLossError, init_models, load_teacher, prepare,
+                            teacher_dir, teacher_key, train)
 
 pytestmark = pytest.mark.slow
 
@@ -319,3 +320,27 @@ def test_teacher_ce_stage_rehearses_the_option_lookup(cache_dir):
     bundle = load_data(cfg.data, os.path.abspath(cfg.run.cache_dir))
     rehearsed, not_rehearsed = (load_teacher(c, bundle).hf.state_dict() for c in (cfg, plain))
     assert not torch.equal(rehearsed["lm_head.weight"], not_rehearsed["lm_head.weight"])
+
+
+def test_teacher_can_start_from_another_teacher(cache_dir, tmp_path):
+    """``train.teacher.init_from``: the CE stage starts from a trained teacher's weights (here
+    with a changed MC response format), keyed by that teacher's own key; a teacher of another
+    architecture is refused by name."""
+    first = _cfg(cache_dir)
+    info = prepare(first)
+    start_dir = teacher_dir(first, info["data_fingerprint"])
+    second = _cfg(cache_dir, **{"train.teacher.init_from": start_dir,
+                                "data.mc_response": "text_letter", "train.teacher.max_steps": 2,
+                                "train.teacher.lr": 1e-9, "train.teacher.warmup_steps": 0})
+    assert teacher_key(second, info["data_fingerprint"]) != info["teacher_fingerprint"]
+    record = prepare(second)
+    with open(os.path.join(teacher_dir(second, record["data_fingerprint"]), TEACHER_META)) as f:
+        assert json.load(f)["init_from"] == info["teacher_fingerprint"]
+    # with a vanishing learning rate the weights stay (nearly) those of the starting teacher
+    trained, started = (load_vlm(teacher_dir(c, info["data_fingerprint"])) for c in (second, first))
+    for (name, a), (_, b) in zip(trained.state_dict().items(), started.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-4), name
+    wider = _cfg(cache_dir, **{"train.teacher.init_from": start_dir,
+                               "model.teacher.text.hidden_size": 96})
+    with pytest.raises(ValueError, match="does not match model.teacher"):
+        prepare(wider)
