@@ -41,6 +41,7 @@ from switchkd.losses import ce_loss
 from switchkd.models.build import (build_vlm, check_pair, copy_vision_encoder, freeze, load_vlm)
 from switchkd.models.export import save_hf_folder
 from switchkd.models.vlm import VLM
+from switchkd.presets import SHIPPED_TEACHERS
 from switchkd.schedule import make_scheduler
 from switchkd.step import distill_step
 from switchkd.teacher_cache import build_teacher_cache, open_teacher_cache
@@ -198,12 +199,33 @@ def teacher_key(cfg: Config, data_fingerprint: str) -> str:
     return _hash({"cfg": parts, "data": data_fingerprint})
 
 
-def _teacher_identity(path: str) -> str:
+def _is_teacher_key(text: str) -> bool:
+    return len(text) == 16 and all(c in "0123456789abcdef" for c in text)
+
+
+def _teacher_identity(init_from: str) -> str:
+    """A teacher key as given, else the key recorded in the folder, else its absolute path."""
+    if _is_teacher_key(init_from):
+        return init_from
     try:
-        with open(os.path.join(path, TEACHER_META)) as f:
+        with open(os.path.join(init_from, TEACHER_META)) as f:
             return json.load(f)["teacher_fingerprint"]
     except (OSError, KeyError, ValueError):
-        return os.path.abspath(path)
+        return os.path.abspath(init_from)
+
+
+def _init_teacher_folder(cfg: Config) -> str:
+    """The folder ``train.teacher.init_from`` names: a path, or a teacher key looked up in the
+    cache and then among the shipped teachers."""
+    init_from = cfg.train.teacher.init_from
+    if not _is_teacher_key(init_from):
+        return init_from
+    for root in (os.path.join(os.path.abspath(cfg.run.cache_dir), "teachers"), SHIPPED_TEACHERS):
+        if os.path.isfile(os.path.join(root, init_from, TEACHER_META)):
+            return os.path.join(root, init_from)
+    raise ValueError(f"train.teacher.init_from={init_from!r}: no teacher with that key in "
+                     f"{cfg.run.cache_dir}/teachers or {SHIPPED_TEACHERS}; train it first "
+                     "(switchkd teacher) or give its folder")
 
 
 def teacher_dir(cfg: Config, data_fingerprint: str) -> str:
@@ -318,7 +340,7 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
     # the option texts of every lookup prompt (pretraining, rehearsal, after-CE probe)
     answers = train_answers(bundle.train) if budget.language_pretrain.enabled else []
     if budget.init_from is not None:
-        pretrain_record.update(_init_from(teacher, budget.init_from))
+        pretrain_record.update(_init_from(teacher, _init_teacher_folder(cfg)))
     elif budget.vision_pretrain.steps > 0:
         pretrain_record.update(pretrained_vision(teacher, cfg, device))
     if budget.language_pretrain.steps > 0 and budget.init_from is None:
@@ -382,9 +404,6 @@ def train_teacher(cfg: Config, bundle: DataBundle, directory: str) -> dict[str, 
           + ", ".join(f"{k}={v:.1f}" for k, v in metrics.items() if k.count("/") == 1
                       and "_" not in k.split("/")[1]), flush=True)
     return record
-
-
-SHIPPED_TEACHERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "teachers")
 
 
 def _install_shipped_teacher(cfg: Config, bundle: DataBundle, directory: str) -> bool:

@@ -27,11 +27,13 @@ def test_a_model_right_where_its_blind_run_is_wrong_is_clearly_above():
     gqa = out["gqa"]
     assert (gqa["model"], gqa["reference"], gqa["diff"]) == (60.0, 30.0, 30.0)
     assert 0 < gqa["low"] < 30 < gqa["high"] and gqa["clearly_above"] is True
-    # MME's primary is a whole-set metric: a difference, no item interval, no verdict.
-    assert out["mme"]["diff"] > 0 and "low" not in out["mme"]
-    assert out["mme"]["clearly_above"] is None
+    assert gqa["basis"] == "primary"
+    # MME's primary is a whole-set metric: its interval is that of the question accuracy.
+    mme = out["mme"]
+    assert (mme["model"], mme["reference"]) == (100.0, 0.0) and mme["basis"] == "accuracy"
+    assert mme["low"] == mme["high"] == 100.0 and mme["clearly_above"] is True
     table = format_comparison(out)
-    assert "gqa" in table and "whole-set" in table
+    assert "gqa" in table and "(accuracy)" in table
 
 
 def test_equal_scores_are_not_clearly_above():

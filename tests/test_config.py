@@ -92,21 +92,27 @@ def test_every_preset_validates(name):
     assert with_overrides(cfg, {}) == cfg
 
 
+# The letter-answered first-stage teacher (44195a6a43d48d88) as a config: the default preset
+# without its second stage.
+LETTER_TEACHER = {"data.mc_response": "letter", "train.teacher.init_from": None,
+                  "train.teacher.max_steps": 3000}
+
+
 def test_teacher_key_hashes_vision_pretraining_only_when_it_is_on():
-    """The evidence study's shipped teacher (trained before vision pretraining existed) keeps
+    """The evidence study's first teacher (trained before vision pretraining existed) keeps
     its cache key; turning pretraining or freezing on gives a new teacher."""
     from switchkd.train import teacher_key
 
     data = "7b22e3ff76aa5ba2"
-    before = with_overrides(get_preset("default"), {"train.teacher.vision_pretrain.steps": 0,
-                                                    "train.teacher.language_pretrain.steps": 0,
-                                                    "train.teacher.freeze_vision": False})
+    letter = with_overrides(get_preset("default"), LETTER_TEACHER)
+    before = with_overrides(letter, {"train.teacher.vision_pretrain.steps": 0,
+                                     "train.teacher.language_pretrain.steps": 0,
+                                     "train.teacher.freeze_vision": False})
     assert teacher_key(before, data) == "181a167165ee47a9"
     assert teacher_key(with_overrides(before, {"train.teacher.vision_pretrain.lr": 1.0}),
                        data) == "181a167165ee47a9"  # an unused knob of a step-0 pretraining
-    keys = {teacher_key(get_preset("default"), data),
-            teacher_key(with_overrides(get_preset("default"),
-                                       {"train.teacher.vision_pretrain.steps": 10}), data),
+    keys = {teacher_key(letter, data),
+            teacher_key(with_overrides(letter, {"train.teacher.vision_pretrain.steps": 10}), data),
             teacher_key(with_overrides(before, {"train.teacher.freeze_vision": True}), data)}
     assert len(keys) == 3 and "181a167165ee47a9" not in keys
 
@@ -116,25 +122,28 @@ def test_teacher_key_hashes_language_pretraining_only_when_it_is_on():
     from switchkd.train import teacher_key
 
     data = "7b22e3ff76aa5ba2"
-    default = get_preset("default")
-    assert default.train.teacher.language_pretrain.steps == 0
-    assert teacher_key(default, data) == "44195a6a43d48d88"
-    assert teacher_key(with_overrides(default, {"train.teacher.language_pretrain.lr": 1.0}),
+    letter = with_overrides(get_preset("default"), LETTER_TEACHER)
+    assert letter.train.teacher.language_pretrain.steps == 0
+    assert teacher_key(letter, data) == "44195a6a43d48d88"
+    assert teacher_key(with_overrides(letter, {"train.teacher.language_pretrain.lr": 1.0}),
                        data) == "44195a6a43d48d88"
-    assert teacher_key(with_overrides(default, {"train.teacher.language_pretrain.steps": 1500}),
+    assert teacher_key(with_overrides(letter, {"train.teacher.language_pretrain.steps": 1500}),
                        data) != "44195a6a43d48d88"
-    rehearsed = with_overrides(default, {"train.teacher.language_pretrain.rehearse_batch_size": 32})
+    rehearsed = with_overrides(letter, {"train.teacher.language_pretrain.rehearse_batch_size": 32})
     assert teacher_key(rehearsed, data) != "44195a6a43d48d88"
 
 
-def test_mc_response_is_checked_and_hashed_into_the_teacher_key_only_when_not_letter():
+def test_default_teacher_is_the_second_stage_keyed_by_its_first():
+    """The default teacher (18b5aa5d642136be) starts from 44195a6a43d48d88 and answers multiple
+    choice with text then letter; its key names the first stage by key, not by location."""
     from switchkd.train import teacher_key
 
     data = "7b22e3ff76aa5ba2"
     default = get_preset("default")
-    assert default.data.mc_response == "letter"
-    assert teacher_key(default, data) == "44195a6a43d48d88"
-    text_letter = with_overrides(default, {"data.mc_response": "text_letter"})
-    assert teacher_key(text_letter, data) != "44195a6a43d48d88"
+    assert (default.data.mc_response, default.train.teacher.init_from) == \
+        ("text_letter", "44195a6a43d48d88")
+    assert teacher_key(default, data) == "18b5aa5d642136be"
+    letter_second_stage = with_overrides(default, {"data.mc_response": "letter"})
+    assert teacher_key(letter_second_stage, data) not in ("18b5aa5d642136be", "44195a6a43d48d88")
     with pytest.raises(ConfigError, match="data.mc_response"):
         with_overrides(default, {"data.mc_response": "words"})
