@@ -310,7 +310,7 @@ def _init_from(teacher: VLM, path: str) -> dict[str, Any]:
     """Copy the weights of the teacher folder ``path`` into ``teacher`` (``init_from``)."""
     try:
         start = load_vlm(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         raise ValueError(f"train.teacher.init_from={path!r} is not a readable teacher folder "
                          f"({err})") from err
     mine, theirs = teacher.state_dict(), start.state_dict()

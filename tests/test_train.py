@@ -12,8 +12,8 @@ from switchkd.cli import main as cli_main
 from switchkd.config import with_overrides
 from switchkd.presets import tiny
 from switchkd.models.build import load_vlm
-from switchkd.train import (TEACHER_META, NonFiniteLossError, init_models, load_teacher, prepare,
-                            teacher_dir, teacher_key, train)
+from switchkd.train import (TEACHER_META, NonFiniteLossError, _init_teacher_folder, init_models,
+                            load_teacher, prepare, teacher_dir, teacher_key, train)
 
 pytestmark = pytest.mark.slow
 
@@ -333,6 +333,13 @@ def test_teacher_can_start_from_another_teacher(cache_dir, tmp_path):
                                 "data.mc_response": "text_letter", "train.teacher.max_steps": 2,
                                 "train.teacher.lr": 1e-9, "train.teacher.warmup_steps": 0})
     assert teacher_key(second, info["data_fingerprint"]) != info["teacher_fingerprint"]
+    # Named by its key instead of its folder: the same teacher (found in the cache).
+    by_key = with_overrides(second, {"train.teacher.init_from": info["teacher_fingerprint"]})
+    assert teacher_key(by_key, info["data_fingerprint"]) == \
+        teacher_key(second, info["data_fingerprint"])
+    assert _init_teacher_folder(by_key) == start_dir
+    with pytest.raises(ValueError, match="no teacher with that key"):
+        _init_teacher_folder(with_overrides(second, {"train.teacher.init_from": "0" * 16}))
     record = prepare(second)
     with open(os.path.join(teacher_dir(second, record["data_fingerprint"]), TEACHER_META)) as f:
         assert json.load(f)["init_from"] == info["teacher_fingerprint"]
