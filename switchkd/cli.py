@@ -74,6 +74,7 @@ def _teacher(args: argparse.Namespace) -> int:
     from switchkd.models.build import load_vlm
     from switchkd.train import TEACHER_META, prepare, teacher_dir
 
+    _check_blind_flags(args)
     cfg = resolve_config(args.preset, args.overrides, "distill")
     info = prepare(cfg)
     directory = teacher_dir(cfg, info["data_fingerprint"])
@@ -135,10 +136,14 @@ def _score(model, cfg: Config, *, source: str, split: str, blind: bool,
     return record
 
 
-def _suffix(args: argparse.Namespace) -> str:
+def _check_blind_flags(args: argparse.Namespace) -> None:
     if args.blind and args.vs_blind:
         raise SystemExit("--blind and --vs-blind exclude each other: --vs-blind scores the "
                          "model and its blind baseline")
+
+
+def _suffix(args: argparse.Namespace) -> str:
+    """The default output name's suffix for the blind flags."""
     return "_blind" if args.blind else "_vs_blind" if args.vs_blind else ""
 
 
@@ -146,6 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
     from switchkd.models.build import load_vlm
     from switchkd.train import build_student
 
+    _check_blind_flags(args)
     path = args.path
     if os.path.isfile(os.path.join(path, "state.json")):  # a training checkpoint
         from switchkd.checkpoint import load_checkpoint

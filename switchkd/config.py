@@ -317,10 +317,11 @@ class TeacherTrainConfig:
     """The teacher's own CE training budget (stage 'teacher'); part of the teacher cache key.
 
     ``freeze_vision`` keeps the (pretrained) vision encoder fixed while the projector and LM
-    learn to read it, as LLaVA does with its pretrained tower. ``init_from`` (a teacher folder,
-    e.g. a cached or shipped teacher of the same architecture and vocabulary) starts the CE
-    stage from that teacher's weights instead of a fresh model: a curriculum in two teacher
-    runs (vision and language pretraining are then skipped; the folder has been through them).
+    learn to read it, as LLaVA does with its pretrained tower. ``init_from`` (a teacher key,
+    looked up in the cache and then among the shipped teachers, or a teacher folder; of the same
+    architecture and vocabulary) starts the CE stage from that teacher's weights instead of a
+    fresh model: a curriculum in two teacher runs (vision and language pretraining are then
+    skipped; the starting teacher has been through them).
     """
 
     max_steps: int = 60

@@ -73,7 +73,7 @@ def default() -> Config:
     Run:   switchkd train --preset default --out runs/default
     Time:  teacher (shipped; else cached after the first run): first run, vision pretraining
            3,000 steps at batch 128 (765 s) + 3,000 CE steps at batch 32 (1,750 s); second run,
-           2,000 CE steps (about 1,150 s); on 2 idle cores. Student 1,000 steps at batch 32.
+           2,000 CE steps (1,005 s); on 2 idle cores. Student 1,000 steps at batch 32.
     Expect: teacher clearly above blind on all ten tasks (docs/RESULTS.md section 11b).
     """
     vision = VisionConfig(hidden_size=96, num_layers=3, num_heads=4, intermediate_size=384,

@@ -207,6 +207,8 @@ def test_cli_vs_blind_scores_both_runs_on_the_same_items(cache_dir, tmp_path):
         assert row["basis"] == ("accuracy" if task == "mme" else "primary")
     with pytest.raises(SystemExit, match="exclude each other"):
         cli_main([*args, "--blind", "--vs-blind"])
+    with pytest.raises(SystemExit, match="exclude each other"):  # also with an explicit --out
+        cli_main([*args, "--out", out, "--blind", "--vs-blind"])
 
 
 def test_resume_reproduces_the_uninterrupted_run(cache_dir, tmp_path):
